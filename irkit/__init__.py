@@ -1,0 +1,51 @@
+"""irkit: retrieve-then-rerank pipelines over FAISS and Lucene indexes.
+
+Heavy libraries (torch, faiss, pyserini, ray) load lazily, when a stage that
+needs them is built, so ``import irkit`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "IrkitError": "irkit.errors",
+    "Queries": "irkit.data.types",
+    "Ranking": "irkit.data.types",
+    "Qrels": "irkit.data.types",
+    "Doc": "irkit.data.docstore",
+    "DocStore": "irkit.data.docstore",
+    "load_dataset": "irkit.data.datasets",
+    "read_corpus": "irkit.data.io",
+    "read_queries": "irkit.data.io",
+    "read_qrels": "irkit.data.io",
+    "read_run": "irkit.data.io",
+    "write_run": "irkit.data.io",
+    "Stage": "irkit.pipeline.stage",
+    "Fuse": "irkit.retrieve.fusion",
+    "BM25": "irkit.retrieve.bm25",
+    "Dense": "irkit.retrieve.dense",
+    "build_dense_index": "irkit.index.dense",
+    "build_bm25_index": "irkit.index.bm25",
+    "evaluate": "irkit.evaluate",
+    "compare": "irkit.evaluate",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'irkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

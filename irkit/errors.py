@@ -1,0 +1,17 @@
+"""The one exception type irkit raises for user error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class IrkitError(Exception):
+    """A user-facing error: says what went wrong and where (file and line, or id)."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
+        super().__init__(where + message)

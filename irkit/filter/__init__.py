@@ -1,0 +1,1 @@
+"""irkit.filter."""

