@@ -44,7 +44,9 @@ class DocStore:
         tmp.unlink(missing_ok=True)
         conn = sqlite3.connect(tmp)
         try:
-            conn.execute("CREATE TABLE docs (ord INTEGER PRIMARY KEY, docid TEXT UNIQUE NOT NULL, title TEXT, text TEXT)")
+            conn.execute(
+                "CREATE TABLE docs (ord INTEGER PRIMARY KEY, docid TEXT UNIQUE NOT NULL, title TEXT, text TEXT)"
+            )
             rows: list[tuple[int, str, str, str]] = []
             for i, d in enumerate(docs):
                 rows.append((i, d.docid, d.title, d.text))
