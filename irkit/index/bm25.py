@@ -1,0 +1,117 @@
+"""BM25 (Lucene) indexes built with Anserini's ``IndexCollection``, as BEIR's "flat" baseline does.
+
+Each document is indexed as one field, ``contents = title + " " + text``, with positions,
+document vectors and raw text stored (the Pyserini BEIR regression settings).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from irkit.data.docstore import Doc, DocStore
+from irkit.errors import IrkitError
+from irkit.index.manifest import DOCSTORE, build_docstore, building, docs_of, read_manifest, work_dir, write_manifest
+
+LUCENE_DIR = "lucene"
+_STORE_FLAGS = ("-storePositions", "-storeDocvectors", "-storeRaw", "-quiet")
+
+
+class Bm25Index:
+    """A loaded BM25 index directory: the Lucene index path, its DocStore and manifest."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], docstore: DocStore) -> None:
+        self.path, self.manifest, self.docstore = path, manifest, docstore
+        self.lucene_dir = path / LUCENE_DIR
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> Bm25Index:
+        """Open an index directory, checking its manifest (and, with ``verify``, file checksums)."""
+        path = Path(path)
+        manifest = read_manifest(path, "bm25", verify=verify)
+        return cls(path, manifest, DocStore(path / DOCSTORE))
+
+    def __len__(self) -> int:
+        return int(self.manifest["doc_count"])
+
+    def __repr__(self) -> str:
+        return f"Bm25Index({str(self.path)!r}, {len(self)} docs)"
+
+
+def build_bm25_index(
+    corpus_or_docs: object,
+    out_dir: str | Path,
+    threads: int = 2,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Bm25Index:
+    """Index a corpus for BM25 into the directory ``out_dir`` (Lucene index + DocStore + manifest).
+
+    ``corpus_or_docs`` is a ``corpus.jsonl`` path, a BEIR directory, a Dataset or an
+    iterable of ``Doc``. Lucene indexing is fast, so a killed build simply starts over.
+    """
+    from irkit._java import autoclass
+
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise IrkitError("output exists; choose another path or pass overwrite=True (--overwrite)", path=out)
+    work = work_dir(out)
+    shutil.rmtree(work, ignore_errors=True)
+    collection = work / "collection"
+    collection.mkdir(parents=True)
+    try:
+        with open(collection / "docs.jsonl", "w", encoding="utf-8") as f:
+            docs = _progress(docs_of(corpus_or_docs), show_progress, out.name)
+            store, fingerprint = build_docstore(work / DOCSTORE, _written(docs, f))
+        with building(out, overwrite) as tmp:
+            args = [
+                *("-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator"),
+                *("-input", str(collection), "-index", str(tmp / LUCENE_DIR), "-threads", str(threads)),
+                *_STORE_FLAGS,
+            ]
+            autoclass("io.anserini.index.IndexCollection").main(args)
+            indexed = _lucene_doc_count(tmp / LUCENE_DIR)
+            if indexed != len(store):
+                raise IrkitError(f"Lucene indexed {indexed} of {len(store)} documents; see the log above", path=out)
+            (tmp / LUCENE_DIR / "write.lock").unlink(missing_ok=True)  # writer's lock; readers never need it
+            shutil.copy2(work / DOCSTORE, tmp / DOCSTORE)
+            write_manifest(
+                tmp,
+                {
+                    "type": "bm25",
+                    "doc_count": len(store),
+                    "corpus_sha256": fingerprint,
+                    "contents": "title + ' ' + text",
+                    "analyzer": "Anserini default (English, Porter stemmer)",
+                    "build": {"threads": threads, "anserini_flags": list(_STORE_FLAGS)},
+                },
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Bm25Index.load(out, verify=False)
+
+
+def _written(docs: Iterable[Doc], f: Any) -> Iterator[Doc]:
+    """Pass documents through while writing them as Anserini JsonCollection lines."""
+    for d in docs:
+        f.write(json.dumps({"id": d.docid, "contents": d.contents}, ensure_ascii=False) + "\n")
+        yield d
+
+
+def _progress(docs: Iterator[Doc], show: bool, name: str) -> Iterator[Doc]:
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(docs, desc=f"read {name}", unit="doc", disable=not show))
+
+
+def _lucene_doc_count(lucene_dir: Path) -> int:
+    from irkit._java import autoclass
+
+    reader = autoclass("io.anserini.index.IndexReaderUtils").getReader(str(lucene_dir))
+    try:
+        return int(reader.numDocs())
+    finally:
+        reader.close()

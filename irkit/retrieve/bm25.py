@@ -1,0 +1,63 @@
+"""BM25 retrieval over a Lucene index with Pyserini's ``LuceneSearcher`` (batch search, threads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irkit.data.types import Ranking
+from irkit.errors import IrkitError
+from irkit.index.bm25 import Bm25Index
+from irkit.pipeline.stage import Stage, StageInput, queries_of
+
+
+class BM25(Stage):
+    """First-stage BM25 retriever: ``BM25(index="indexes/scifact-bm25") % 100``.
+
+    ``k1`` and ``b`` default to Anserini's (0.9, 0.4), the BEIR baseline settings.
+    The ranking carries the queries and the index's DocStore for downstream rerankers.
+    """
+
+    name = "bm25"
+
+    def __init__(self, index: str | Path, k1: float = 0.9, b: float = 0.4, k: int = 1000, threads: int = 2) -> None:
+        if k < 1 or threads < 1:
+            raise IrkitError(f"BM25 needs k >= 1 and threads >= 1, got k={k}, threads={threads}")
+        self.index_path = str(index)
+        self.k1, self.b, self.k, self.threads = float(k1), float(b), int(k), int(threads)
+        self.index = Bm25Index.load(index)
+        self._searcher: Any = None
+
+    def params(self) -> dict[str, Any]:
+        return {"index": self.index_path, "k1": self.k1, "b": self.b, "k": self.k, "threads": self.threads}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_searcher": None}  # the JVM searcher is reopened where unpickled
+
+    def searcher(self) -> Any:
+        """The Pyserini ``LuceneSearcher`` (starts the JVM on first use)."""
+        if self._searcher is None:
+            from irkit._java import ensure_jvm
+
+            ensure_jvm()
+            from pyserini.search.lucene import LuceneSearcher
+
+            self._searcher = LuceneSearcher(str(self.index.lucene_dir))
+            self._searcher.set_bm25(self.k1, self.b)
+        return self._searcher
+
+    def transform(self, inp: StageInput) -> Ranking:
+        return self.transform_k(inp, self.k)
+
+    def transform_k(self, inp: StageInput, k: int) -> Ranking:
+        """Top ``k`` documents per query, searched in one batch on ``threads`` threads."""
+        queries = queries_of(inp, self)
+        qids = list(queries)
+        hits = self.searcher().batch_search([queries[q] for q in qids], qids, k=k, threads=self.threads) if qids else {}
+        results = {}
+        for q in qids:
+            found = hits.get(q, [])
+            results[q] = ([h.docid for h in found], np.array([h.score for h in found], dtype=np.float64))
+        return Ranking(results, queries, self.index.docstore)
