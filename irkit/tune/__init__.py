@@ -1,1 +1,39 @@
-"""irkit.tune."""
+"""irkit.tune: parameter-efficient tuning (connected adapters and baselines) and tuned-model artifacts.
+
+Imports torch on first use of a name, not on ``import irkit.tune``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "TuneConfig": "irkit.tune.adapters",
+    "TunedEncoder": "irkit.tune.adapters",
+    "TunedCrossEncoder": "irkit.tune.adapters",
+    "METHODS": "irkit.tune.adapters",
+    "Trainer": "irkit.tune.trainer",
+    "TrainConfig": "irkit.tune.trainer",
+    "Example": "irkit.tune.trainer",
+    "build_examples": "irkit.tune.trainer",
+    "split_dev": "irkit.tune.trainer",
+    "score_pairs": "irkit.tune.trainer",
+    "build": "irkit.tune.artifacts",
+    "save": "irkit.tune.artifacts",
+    "load": "irkit.tune.artifacts",
+    "is_artifact": "irkit.tune.artifacts",
+    "load_cross_encoder": "irkit.tune.artifacts",
+    "load_bi_encoder": "irkit.tune.artifacts",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'irkit.tune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,147 @@
+"""Tuned models as small artifacts: the trained parameters in safetensors plus ``irkit_adapter.json``.
+
+An artifact directory holds only what training changed (adapter weights, score head); the
+backbone is named (a registry name such as ``minilm``, or a path) and loaded from its own
+files. Nothing is pickled: weights go through ``safetensors``, the config is plain JSON that
+is validated, never executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from irkit.errors import IrkitError
+
+CONFIG_NAME = "irkit_adapter.json"
+WEIGHTS_NAME = "adapter.safetensors"
+FORMAT = 1
+KINDS = ("cross-encoder", "bi-encoder")
+
+
+def is_artifact(path: str | Path) -> bool:
+    """Whether ``path`` is a directory written by :func:`save`."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def build(kind: str, backbone: str, tune: dict[str, Any], pooling: str = "mean"):
+    """A fresh (untrained) tuned model and its tokenizer: the backbone with the method applied."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from irkit.models.registry import resolve
+    from irkit.tune.adapters import TuneConfig, TunedCrossEncoder, TunedEncoder
+
+    if kind not in KINDS:
+        raise IrkitError(f"unknown model kind {kind!r} (choose from {', '.join(KINDS)})")
+    path = resolve(backbone)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    encoder = TunedEncoder(AutoModel.from_pretrained(path, add_pooling_layer=False), TuneConfig(**tune))
+    model = TunedCrossEncoder(encoder, pooling=pooling) if kind == "cross-encoder" else encoder
+    return model, tokenizer
+
+
+def save(model, out_dir: str | Path, *, kind: str, backbone: str, pooling: str = "mean", **extra: Any) -> Path:
+    """Write the trainable parameters and the config into ``out_dir``, atomically (temp dir + rename)."""
+    from safetensors.torch import save_file
+
+    from irkit.tune.adapters import count_params, trainable_state
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    encoder = model.encoder if kind == "cross-encoder" else model
+    trainable, total = count_params(model)
+    config = {
+        "format": FORMAT,
+        "kind": kind,
+        "backbone": str(backbone),
+        "pooling": pooling,
+        "tune": encoder.tune_config.to_dict(),
+        "trainable_params": trainable,
+        "total_params": total,
+        **extra,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        state = {k: v.contiguous() for k, v in trainable_state(model).items()}
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": str(FORMAT)})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The validated ``irkit_adapter.json`` of an artifact directory."""
+    cfg_path = Path(path) / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise IrkitError(f"not an irkit adapter directory (no {CONFIG_NAME})", path=path)
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IrkitError(f"malformed JSON ({e})", path=cfg_path) from None
+    if not isinstance(cfg, dict):
+        raise IrkitError("expected a JSON object", path=cfg_path)
+    for key, typ in (("format", int), ("kind", str), ("backbone", str), ("tune", dict), ("pooling", str)):
+        if not isinstance(cfg.get(key), typ):
+            raise IrkitError(f"field {key!r} missing or not a {typ.__name__}", path=cfg_path)
+    if cfg["format"] != FORMAT:
+        raise IrkitError(f"unsupported adapter format {cfg['format']} (this irkit reads {FORMAT})", path=cfg_path)
+    if cfg["kind"] not in KINDS:
+        raise IrkitError(f"unknown kind {cfg['kind']!r}", path=cfg_path)
+    return cfg
+
+
+def load(path: str | Path):
+    """``(model, tokenizer, config)`` from an artifact directory, in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg = read_config(path)
+    try:
+        model, tokenizer = build(cfg["kind"], cfg["backbone"], cfg["tune"], cfg["pooling"])
+    except TypeError as e:  # unknown keys in "tune"
+        raise IrkitError(f"bad 'tune' section ({e})", path=path / CONFIG_NAME) from None
+    try:
+        state = load_file(str(path / WEIGHTS_NAME))
+    except (SafetensorError, FileNotFoundError, OSError) as e:
+        raise IrkitError(f"cannot read adapter weights ({e})", path=path / WEIGHTS_NAME) from None
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(state) != expected:
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise IrkitError(
+            f"weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})",
+            path=path / WEIGHTS_NAME,
+        )
+    params = dict(model.named_parameters())
+    for name, tensor in state.items():
+        if params[name].shape != tensor.shape:
+            raise IrkitError(
+                f"{name}: shape {tuple(tensor.shape)} != {tuple(params[name].shape)}", path=path / WEIGHTS_NAME
+            )
+    model.load_state_dict(state, strict=False)
+    return model.eval(), tokenizer, cfg
+
+
+def load_cross_encoder(path: str | Path):
+    """``(model, tokenizer)``: ``model(input_ids=, attention_mask=, token_type_ids=).logits`` is ``(B, 1)``."""
+    model, tokenizer, cfg = load(path)
+    if cfg["kind"] != "cross-encoder":
+        raise IrkitError(f"{path} holds a {cfg['kind']}, not a cross-encoder")
+    return model, tokenizer
+
+
+def load_bi_encoder(path: str | Path):
+    """``(encoder, tokenizer)``: ``encoder(input_ids, attention_mask).last_hidden_state``, to mean-pool."""
+    model, tokenizer, cfg = load(path)
+    if cfg["kind"] != "bi-encoder":
+        raise IrkitError(f"{path} holds a {cfg['kind']}, not a bi-encoder")
+    return model, tokenizer

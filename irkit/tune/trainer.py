@@ -1,0 +1,282 @@
+"""One trainer for every tuning method, for bi-encoders and cross-encoders.
+
+- bi-encoder: InfoNCE over cosine similarities / temperature; each query's candidates are its
+  positive, its hard (BM25) negatives and every other document in the batch (in-batch negatives).
+- cross-encoder: softmax cross-entropy over 1 positive + n negatives per query (listwise).
+
+Model selection and early stopping use a caller-given dev metric (e.g. nDCG@10 on a dev
+slice carved from the *train* split, see :func:`split_dev`), evaluated after every epoch or
+every ``eval_every`` steps; the best trainable state is restored at the end. Seeds are fixed,
+the loss curve goes to a jsonl log, progress to tqdm.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from irkit.errors import IrkitError
+from irkit.tune.adapters import TunedCrossEncoder, TunedEncoder, pool, trainable_state
+
+# learning rates that work per method (adapters start from zero and need a larger step than full FT)
+DEFAULT_LR = {"connected": 1e-3, "houlsby": 1e-3, "lora": 5e-4, "bitfit": 1e-3, "full": 3e-5}
+
+
+@dataclass
+class Example:
+    """One training query with one relevant text and its hard negatives."""
+
+    query: str
+    positive: str
+    negatives: list[str]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 8  # queries per step
+    n_negatives: int = 7
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of steps
+    max_length: int = 192  # pair length (cross) or document length (bi)
+    query_max_length: int = 64  # bi-encoder queries
+    temperature: float = 0.05  # bi-encoder InfoNCE
+    seed: int = 13
+    patience: int = 2  # dev evaluations without improvement before stopping
+    eval_every: int = 0  # steps; 0 = once per epoch
+    grad_clip: float = 1.0
+    log_path: str | None = None
+
+
+@dataclass
+class TrainResult:
+    best_dev: float | None
+    best_step: int
+    steps: int
+    wall_s: float
+    losses: list[float] = field(default_factory=list)
+    dev_history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def build_examples(
+    qrels: Mapping[str, Mapping[str, int]],
+    query_text: Mapping[str, str],
+    candidates: Mapping[str, Sequence[str]],
+    doc_text: Mapping[str, str],
+    n_negatives: int = 7,
+    depth: int = 30,
+    seed: int = 13,
+) -> list[Example]:
+    """One example per (query, relevant doc); negatives sampled from the query's top-``depth`` candidates.
+
+    Judged-relevant documents and exact duplicates of a positive's text are never negatives.
+    A query whose candidates run short is topped up with random documents of the pool.
+    """
+    rng = random.Random(seed)
+    pool_ids = sorted(doc_text)
+    out = []
+    for qid in sorted(qrels):
+        positives = [d for d, g in qrels[qid].items() if g > 0 and d in doc_text]
+        if not positives or qid not in query_text:
+            continue
+        banned = set(qrels[qid])
+        pos_texts = {doc_text[d] for d in positives}
+        top = list(candidates.get(qid, []))[:depth]
+        ranked = [d for d in top if d not in banned and doc_text.get(d) not in pos_texts]
+        for pos in positives:
+            negs = rng.sample(ranked, min(n_negatives, len(ranked)))
+            while len(negs) < n_negatives:
+                d = rng.choice(pool_ids)
+                if d not in banned and d not in negs:
+                    negs.append(d)
+            out.append(Example(query_text[qid], doc_text[pos], [doc_text[d] for d in negs]))
+    return out
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_dev(qids: Sequence[str], fraction: float = 0.1, seed: int = 13) -> tuple[list[str], list[str]]:
+    """Carve a deterministic dev slice from training queries: ``(train_qids, dev_qids)``."""
+    if not 0 < fraction < 1:
+        raise IrkitError(f"dev fraction must be in (0, 1), got {fraction}")
+    order = sorted(qids)
+    random.Random(seed).shuffle(order)
+    n_dev = max(1, round(len(order) * fraction))
+    return sorted(order[n_dev:]), sorted(order[:n_dev])
+
+
+class Trainer:
+    """Trains the ``requires_grad`` parameters of a tuned bi- or cross-encoder."""
+
+    def __init__(self, model: nn.Module, tokenizer, config: TrainConfig) -> None:
+        if isinstance(model, TunedCrossEncoder):
+            self.kind = "cross-encoder"
+        elif isinstance(model, TunedEncoder):
+            self.kind = "bi-encoder"
+        else:
+            raise IrkitError(f"Trainer takes a TunedEncoder or TunedCrossEncoder, got {type(model).__name__}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+
+    def _loss(self, batch: list[Example]) -> torch.Tensor:
+        cfg = self.config
+        docs = [[ex.positive, *ex.negatives[: cfg.n_negatives]] for ex in batch]
+        n = len(docs[0])
+        if any(len(d) != n for d in docs):
+            raise IrkitError("every example needs at least n_negatives negatives")
+        if self.kind == "cross-encoder":
+            enc = self.tokenizer(
+                [ex.query for ex in batch for _ in range(n)],
+                [d for ds in docs for d in ds],
+                truncation=True,
+                max_length=cfg.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            logits = self.model(**enc).logits.view(len(batch), n)
+            target = torch.zeros(len(batch), dtype=torch.long)
+            return nn.functional.cross_entropy(logits, target)
+        q = self._embed([ex.query for ex in batch], cfg.query_max_length)
+        d = self._embed([t for ds in docs for t in ds], cfg.max_length)
+        scores = q @ d.T / cfg.temperature
+        target = torch.arange(len(batch)) * n  # each query's positive comes first in its group
+        return nn.functional.cross_entropy(scores, target)
+
+    def _embed(self, texts: list[str], max_length: int) -> torch.Tensor:
+        enc = self.tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        hidden = self.model(enc["input_ids"], enc["attention_mask"]).last_hidden_state
+        return nn.functional.normalize(pool(hidden, enc["attention_mask"], "mean"), dim=-1)
+
+    def fit(
+        self,
+        train: Sequence[Example],
+        dev: Callable[[nn.Module], float] | None = None,
+        show_progress: bool = True,
+    ) -> TrainResult:
+        """Train; with ``dev`` (higher is better), keep the best state and stop early."""
+        from tqdm.auto import tqdm
+        from transformers import get_linear_schedule_with_warmup
+
+        cfg = self.config
+        if not train:
+            raise IrkitError("no training examples")
+        set_seed(cfg.seed)
+        rng = random.Random(cfg.seed)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise IrkitError("the model has no trainable parameters")
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = per_epoch * cfg.epochs
+        sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total), total)
+        log = open(cfg.log_path, "a", encoding="utf-8") if cfg.log_path else None  # noqa: SIM115
+        result = TrainResult(best_dev=None, best_step=0, steps=0, wall_s=0.0)
+        best_state = trainable_state(self.model)
+        bad_evals = 0
+        start = time.perf_counter()
+
+        def write(record: dict) -> None:
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+
+        def evaluate(step: int) -> bool:
+            """Dev check; returns True when training should stop."""
+            nonlocal best_state, bad_evals
+            self.model.eval()
+            with torch.inference_mode():
+                score = float(dev(self.model))  # type: ignore[misc]
+            self.model.train()
+            result.dev_history.append((step, score))
+            write({"step": step, "dev": score, "time_s": round(time.perf_counter() - start, 2)})
+            if result.best_dev is None or score > result.best_dev:
+                result.best_dev, result.best_step, bad_evals = score, step, 0
+                best_state = trainable_state(self.model)
+                return False
+            bad_evals += 1
+            return bad_evals >= cfg.patience
+
+        write({"config": asdict(cfg), "kind": self.kind, "n_train": len(train)})
+        if dev is not None:
+            evaluate(0)
+        self.model.train()
+        step, stop = 0, False
+        bar = tqdm(total=total, desc=f"tune {self.kind}", unit="step", disable=not show_progress)
+        for epoch in range(cfg.epochs):
+            order = list(range(len(train)))
+            rng.shuffle(order)
+            for i in range(0, len(order), cfg.batch_size):
+                loss = self._loss([train[j] for j in order[i : i + cfg.batch_size]])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                sched.step()
+                step += 1
+                value = loss.item()
+                result.losses.append(value)
+                write({"step": step, "epoch": epoch, "loss": value, "lr": sched.get_last_lr()[0]})
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}")
+                if dev is not None and cfg.eval_every and step % cfg.eval_every == 0 and evaluate(step):
+                    stop = True
+                    break
+            if stop:
+                break
+            if dev is not None and not cfg.eval_every and evaluate(step):
+                break
+        bar.close()
+        if dev is not None:
+            self.model.load_state_dict(best_state, strict=False)
+        self.model.eval()
+        result.steps = step
+        result.wall_s = time.perf_counter() - start
+        write({"done": True, "steps": step, "best_dev": result.best_dev, "best_step": result.best_step})
+        if log is not None:
+            log.close()
+        return result
+
+
+def score_pairs(
+    model: nn.Module,
+    tokenizer,
+    queries: Sequence[str],
+    docs: Sequence[str],
+    max_length: int = 192,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Cross-encoder scores of ``(queries[i], docs[i])``, length-sorted batches with dynamic padding."""
+    enc = tokenizer(list(queries), list(docs), truncation=True, max_length=max_length)
+    ids, types = enc["input_ids"], enc.get("token_type_ids")
+    order = np.argsort([-len(x) for x in ids], kind="stable")
+    out = np.zeros(len(ids), dtype=np.float32)
+    pad = tokenizer.pad_token_id or 0
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            width = max(len(ids[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            tt = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                input_ids[r, : len(ids[i])] = torch.tensor(ids[i])
+                mask[r, : len(ids[i])] = 1
+                if types is not None:
+                    tt[r, : len(ids[i])] = torch.tensor(types[i])
+            out[idx] = model(input_ids=input_ids, attention_mask=mask, token_type_ids=tt).logits[:, 0].float().numpy()
+    return out

@@ -1,0 +1,270 @@
+"""Mechanics of irkit.tune on tiny random BERT models (real transformers, real trainer) and real SciFact text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from irkit.errors import IrkitError
+from irkit.models.registry import resolve
+from irkit.tune import artifacts
+from irkit.tune.adapters import (
+    METHODS,
+    TuneConfig,
+    TunedCrossEncoder,
+    TunedEncoder,
+    count_params,
+    expected_trainable,
+)
+from irkit.tune.trainer import Example, TrainConfig, Trainer, build_examples, score_pairs, split_dev
+
+TINY = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
+
+
+def tiny_backbone(layers: int = 4, seed: int = 0, dropout: float = 0.1) -> BertModel:
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=30522,
+        num_hidden_layers=layers,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        **TINY,
+    )
+    return BertModel(cfg, add_pooling_layer=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random BERT saved with the real MiniLM tokenizer: a backbone directory like any other."""
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tiny_backbone(layers=2).save_pretrained(out)
+    AutoTokenizer.from_pretrained(resolve("minilm")).save_pretrained(out)
+    return out
+
+
+def _batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 30000, (4, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[2:, 9:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("method", ["connected", "houlsby", "lora"])
+def test_zero_initialised_adapters_reproduce_frozen_outputs_exactly(method: str) -> None:
+    backbone = tiny_backbone().eval()
+    ids, mask = _batch()
+    with torch.no_grad():
+        frozen = backbone(input_ids=ids, attention_mask=mask).last_hidden_state.clone()
+        tuned = TunedEncoder(backbone, TuneConfig(method=method, rank=8)).eval()
+        out = tuned(ids, mask).last_hidden_state
+    assert torch.equal(out, frozen)
+
+
+@pytest.mark.parametrize(
+    ("method", "prefix"),
+    [("connected", "encoder.aside."), ("houlsby", "encoder.houlsby."), ("lora", "encoder.backbone."), ("bitfit", "")],
+)
+def test_only_adapter_parameters_require_grad(method: str, prefix: str) -> None:
+    model = TunedCrossEncoder(TunedEncoder(tiny_backbone(), TuneConfig(method=method, rank=8)))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen, "the backbone must stay frozen"
+    for name in trainable:
+        if name.startswith("head."):
+            continue
+        assert name.startswith(prefix), name
+        if method == "lora":
+            assert ".lora_A." in name or ".lora_B." in name, name
+        if method == "bitfit":
+            assert name.endswith(".bias"), name
+    assert {"head.weight", "head.bias"} <= set(trainable)
+
+
+def test_full_fine_tuning_trains_everything() -> None:
+    model = TunedEncoder(tiny_backbone(), TuneConfig(method="full"))
+    trainable, total = count_params(model)
+    assert trainable == total
+
+
+def test_unknown_method_is_a_clear_error() -> None:
+    with pytest.raises(IrkitError, match="unknown tuning method 'prefix'"):
+        TuneConfig(method="prefix")
+
+
+@pytest.mark.parametrize("method", ["connected", "houlsby", "lora"])
+def test_parameter_count_formula(method: str) -> None:
+    model = TunedEncoder(tiny_backbone(layers=3), TuneConfig(method=method, rank=5))
+    trainable, _ = count_params(model)
+    assert trainable == expected_trainable(TuneConfig(method=method, rank=5), hidden=32, layers=3)
+
+
+def test_connected_adapter_share_on_minilm_shape_is_below_one_percent() -> None:
+    """MiniLM-L6 shape (d=384, 6 layers): r=32 gives 6 * (2*384*32 + 32 + 384) = 149,952 parameters."""
+    cfg = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    model = TunedEncoder(BertModel(cfg, add_pooling_layer=False), TuneConfig(method="connected", rank=32))
+    trainable, total = count_params(model)
+    assert trainable == 149_952
+    assert trainable / total < 0.01
+
+
+def _first_module_grad(method: str, seed: int) -> float:
+    backbone = tiny_backbone(layers=4, seed=seed, dropout=0.0)
+    torch.manual_seed(100 + seed)
+    model = TunedCrossEncoder(TunedEncoder(backbone, TuneConfig(method=method, rank=4)))
+    ids, mask = _batch(seed)
+    logits = model(input_ids=ids, attention_mask=mask).logits.view(1, 4)
+    torch.nn.functional.cross_entropy(logits, torch.zeros(1, dtype=torch.long)).backward()
+    first = model.encoder.aside[0] if method == "connected" else model.encoder.houlsby[0]
+    return float(first.up.weight.grad.norm())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradient_reaching_first_layer_module_is_larger_when_connected(seed: int) -> None:
+    """Houlsby's first adapter is reached only through 4 frozen layers; the aside chain is reached directly."""
+    connected, houlsby = _first_module_grad("connected", seed), _first_module_grad("houlsby", seed)
+    assert houlsby > 0
+    assert connected > 10 * houlsby
+
+
+def _perturb(model: torch.nn.Module) -> None:
+    """Give every trainable parameter a non-trivial value, as training would."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cross_encoder_save_load_round_trip_gives_identical_scores(method: str, tiny_dir: Path, tmp_path: Path) -> None:
+    model, tok = artifacts.build("cross-encoder", str(tiny_dir), {"method": method, "rank": 4})
+    _perturb(model)
+    model.eval()
+    queries = ["do statins lower ldl?", "vitamin d and bone density"] * 2
+    docs = ["Statins reduce LDL cholesterol in adults.", "Bone density rose.", "Unrelated text.", "More text here."]
+    before = score_pairs(model, tok, queries, docs)
+    out = artifacts.save(model, tmp_path / "ce", kind="cross-encoder", backbone=str(tiny_dir))
+    cfg = json.loads((out / artifacts.CONFIG_NAME).read_text())
+    assert cfg["tune"]["method"] == method and cfg["kind"] == "cross-encoder"
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt")) and not list(out.glob("*.pkl"))
+    loaded, tok2 = artifacts.load_cross_encoder(out)
+    after = score_pairs(loaded, tok2, queries, docs)
+    assert after.shape == (4,)
+    assert (before == after).all()
+    # the same call contract as AutoModelForSequenceClassification
+    enc = tok2(queries, docs, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert loaded(**enc).logits.shape == (4, 1)
+
+
+def test_bi_encoder_round_trip_identical_hidden_states(tiny_dir: Path, tmp_path: Path) -> None:
+    model, tok = artifacts.build("bi-encoder", str(tiny_dir), {"method": "connected", "rank": 4})
+    _perturb(model)
+    model.eval()
+    enc = tok(["a query about proteins", "a document"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(enc["input_ids"], enc["attention_mask"]).last_hidden_state
+    artifacts.save(model, tmp_path / "bi", kind="bi-encoder", backbone=str(tiny_dir))
+    loaded, _ = artifacts.load_bi_encoder(tmp_path / "bi")
+    with torch.no_grad():
+        after = loaded(enc["input_ids"], enc["attention_mask"]).last_hidden_state
+    assert torch.equal(before, after)
+    with pytest.raises(IrkitError, match="not a cross-encoder"):
+        artifacts.load_cross_encoder(tmp_path / "bi")
+
+
+def test_adapter_artifact_is_small(tiny_dir: Path, tmp_path: Path) -> None:
+    model, _ = artifacts.build("cross-encoder", str(tiny_dir), {"method": "connected", "rank": 4})
+    out = artifacts.save(model, tmp_path / "ce", kind="cross-encoder", backbone=str(tiny_dir))
+    trainable, _ = count_params(model)
+    size = (out / artifacts.WEIGHTS_NAME).stat().st_size
+    assert size < 4 * trainable + 4096  # fp32 trainable parameters + header, no backbone
+
+
+def test_bad_artifacts_name_the_file(tiny_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(IrkitError, match=r"no irkit_adapter\.json"):
+        artifacts.load(tmp_path)
+    model, _ = artifacts.build("cross-encoder", str(tiny_dir), {"method": "connected", "rank": 4})
+    out = artifacts.save(model, tmp_path / "ce", kind="cross-encoder", backbone=str(tiny_dir))
+    cfg_path = out / artifacts.CONFIG_NAME
+    good = cfg_path.read_text()
+    cfg_path.write_text("{not json")
+    with pytest.raises(IrkitError, match="malformed JSON") as e:
+        artifacts.load(out)
+    assert str(cfg_path) in str(e.value)
+    cfg = json.loads(good)
+    cfg["tune"]["rank"] = 8  # weights were saved for rank 4
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(IrkitError, match="shape") as e:
+        artifacts.load(out)
+    assert artifacts.WEIGHTS_NAME in str(e.value)
+    cfg["tune"] = {"method": "houlsby", "rank": 4}
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(IrkitError, match="do not match"):
+        artifacts.load(out)
+
+
+def test_split_dev_is_deterministic_and_disjoint() -> None:
+    qids = [str(i) for i in range(100)]
+    train, dev = split_dev(qids, 0.1, seed=3)
+    assert (train, dev) == split_dev(list(reversed(qids)), 0.1, seed=3)
+    assert len(dev) == 10 and not set(train) & set(dev) and set(train) | set(dev) == set(qids)
+
+
+def _scifact_examples(scifact_dir: Path, n_queries: int, n_negatives: int) -> list[Example]:
+    """Real SciFact train queries, their relevant abstracts and negatives from a small real pool."""
+    from irkit.data.io import read_corpus, read_qrels, read_queries
+
+    queries = read_queries(scifact_dir / "queries.jsonl")
+    qrels = read_qrels(scifact_dir / "qrels" / "train.tsv", queries)
+    qids = sorted(qrels)[:n_queries]
+    wanted = {d for q in qids for d in qrels[q]}
+    texts: dict[str, str] = {}
+    for i, doc in enumerate(read_corpus(scifact_dir / "corpus.jsonl")):
+        if doc.docid in wanted or i < 200:
+            texts[doc.docid] = doc.contents
+    return build_examples({q: qrels[q] for q in qids}, dict(queries.items()), {}, texts, n_negatives=n_negatives)
+
+
+def test_build_examples_never_uses_a_positive_as_negative(scifact_dir: Path) -> None:
+    examples = _scifact_examples(scifact_dir, n_queries=20, n_negatives=5)
+    assert len(examples) >= 20
+    for ex in examples:
+        assert len(ex.negatives) == 5 and ex.positive not in ex.negatives
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder"])
+def test_training_a_two_layer_model_end_to_end_decreases_loss(
+    kind: str, tiny_dir: Path, tmp_path: Path, scifact_dir: Path
+) -> None:
+    """Real trainer, real SciFact texts, 2-layer random backbone with connected adapters."""
+    examples = _scifact_examples(scifact_dir, n_queries=16, n_negatives=3)
+    model, tok = artifacts.build(kind, str(tiny_dir), {"method": "connected", "rank": 16})
+    log = tmp_path / "loss.jsonl"
+    lr = 3e-2 if kind == "cross-encoder" else 5e-3
+    cfg = TrainConfig(
+        epochs=6, batch_size=4, n_negatives=3, lr=lr, max_length=64, warmup=0, patience=9, log_path=str(log)
+    )
+    dev_scores: list[float] = []
+
+    def dev(m: torch.nn.Module) -> float:
+        s = score_pairs(m, tok, [examples[0].query] * 2, [examples[0].positive, examples[0].negatives[0]])
+        dev_scores.append(float(s[0] - s[1]) if kind == "cross-encoder" else float(len(dev_scores)))
+        return dev_scores[-1]
+
+    result = Trainer(model, tok, cfg).fit(examples, dev=dev if kind == "cross-encoder" else None, show_progress=False)
+    per_epoch = len(result.losses) // cfg.epochs
+    first = sum(result.losses[:per_epoch]) / per_epoch
+    last = sum(result.losses[-per_epoch:]) / per_epoch
+    assert last < 0.7 * first, (first, last)
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sum("loss" in r for r in records) == result.steps
+    assert records[-1]["done"] is True
+    if kind == "cross-encoder":  # dev checked before training and after each epoch; the best state is kept
+        assert len(result.dev_history) == cfg.epochs + 1
+        assert result.best_dev == max(dev_scores)
