@@ -31,6 +31,8 @@ _LAZY = {
     "Dense": "irkit.retrieve.dense",
     "build_dense_index": "irkit.index.dense",
     "build_bm25_index": "irkit.index.bm25",
+    "ICR": "irkit.rerank.icr",
+    "PRP": "irkit.rerank.prp",
     "evaluate": "irkit.evaluate",
     "compare": "irkit.evaluate",
 }

