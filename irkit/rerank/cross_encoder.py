@@ -1,0 +1,157 @@
+"""CrossEncoder: rerank candidates by scoring each (query, document) pair jointly.
+
+Any Hugging Face sequence-classification model works (a registered name, a local
+directory or a hub id). Pairs are tokenised once, sorted by token length and cut
+into batches padded only to their own longest pair, so short pairs never pay for
+long ones (the main cost on variable-length passages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irkit.data.types import Ranking
+from irkit.errors import IrkitError
+from irkit.models import registry
+from irkit.pipeline.stage import Stage, StageInput, candidates_of
+
+#: Registry name of the default model; the tuning work registers it in irkit.models.registry.
+DEFAULT_MODEL = "cross-encoder-minilm"
+#: A model directory holding this file is an irkit adapter artifact, loaded by irkit.tune.
+ADAPTER_CONFIG = "irkit_adapter.json"
+
+
+class CrossEncoder(Stage):
+    """Score (query, document) pairs with a sequence-classification model; as a stage, rerank a Ranking.
+
+    The score is the model's logit when it has one label; with several labels it is the
+    log-probability of the last label (the "relevant" class by convention).
+    """
+
+    name = "cross_encoder"
+
+    def __init__(self, model: str | None = None, max_length: int = 512, batch_size: int = 32) -> None:
+        if model is None:
+            if DEFAULT_MODEL not in registry.names():
+                raise IrkitError(
+                    f"no default cross-encoder is available yet (the name {DEFAULT_MODEL!r} is not registered); "
+                    "pass one: CrossEncoder(model='<model dir or hub id>'), or in YAML "
+                    "{cross_encoder: {model: <model dir>}}"
+                )
+            model = DEFAULT_MODEL
+        if max_length < 8 or batch_size < 1:
+            raise IrkitError(f"max_length must be >= 8 and batch_size >= 1, got {max_length} and {batch_size}")
+        import torch
+
+        self.model_name, self.max_length, self.batch_size = str(model), max_length, batch_size
+        self.model, self.tokenizer = _load(self.model_name)
+        self._torch = torch
+
+    def params(self) -> dict[str, Any]:
+        return {"model": self.model_name, "max_length": self.max_length, "batch_size": self.batch_size}
+
+    def tokenize(self, pairs: Sequence[tuple[str, str]]) -> dict[str, list[list[int]]]:
+        """Token ids of each pair, unpadded, truncated to ``max_length`` (longest side first)."""
+        queries = [q for q, _ in pairs]
+        docs = [d for _, d in pairs]
+        enc = self.tokenizer(queries, docs, truncation=True, max_length=self.max_length)
+        return {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
+
+    def predict(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int | None = None, show_progress: bool = False
+    ) -> np.ndarray:
+        """Scores of ``pairs`` (float32, input order); batched by length with dynamic padding."""
+        torch = self._torch
+        out = np.zeros(len(pairs), dtype=np.float32)
+        if len(pairs) == 0:
+            return out
+        enc = self.tokenize(pairs)
+        ids = enc["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(-lengths, kind="stable")
+        size = batch_size or self.batch_size
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        bar: Any = batches
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(batches, desc="rerank", unit="batch")
+        pad = self.tokenizer.pad_token_id or 0
+        with torch.inference_mode():
+            for idx in bar:
+                longest = int(lengths[idx[0]])
+                feats = {"input_ids": np.full((len(idx), longest), pad, dtype=np.int64)}
+                if "token_type_ids" in enc:
+                    feats["token_type_ids"] = np.zeros((len(idx), longest), dtype=np.int64)
+                mask = np.zeros((len(idx), longest), dtype=np.int64)
+                for row, i in enumerate(idx):
+                    n = lengths[i]
+                    for key, arr in feats.items():
+                        arr[row, :n] = enc[key][i]
+                    mask[row, :n] = 1
+                inputs = {k: torch.from_numpy(v) for k, v in feats.items()}
+                logits = self.model(**inputs, attention_mask=torch.from_numpy(mask)).logits.float()
+                scores = logits[:, 0] if logits.shape[-1] == 1 else torch.log_softmax(logits, -1)[:, -1]
+                out[idx] = scores.numpy()
+        return out
+
+    def rank(
+        self, query: str, docs: Sequence[str], top_k: int | None = None, return_documents: bool = False
+    ) -> list[dict[str, Any]]:
+        """``[{"corpus_id": i, "score": s}, ...]`` for ``docs``, best first (sentence-transformers' form)."""
+        scores = self.predict([(query, d) for d in docs])
+        order = np.argsort(-scores, kind="stable")[: top_k if top_k is not None else len(docs)]
+        hits: list[dict[str, Any]] = []
+        for i in order:
+            hit: dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
+            if return_documents:
+                hit["text"] = docs[i]
+            hits.append(hit)
+        return hits
+
+    def transform(self, inp: StageInput) -> Ranking:
+        """Rescore every candidate with the query text and the document's ``Doc.contents``."""
+        run = candidates_of(inp, self)
+        if run.docstore is None:
+            raise IrkitError(
+                f"{self!r} needs document texts, but the ranking carries no docstore "
+                "(retrieve from an irkit index, or attach one: ranking.docstore = DocStore(path))"
+            )
+        queries = run.queries
+        assert queries is not None  # candidates_of checked it
+        pairs: list[tuple[str, str]] = []
+        spans: list[tuple[str, list[str], int]] = []
+        for qid, (docids, _) in run.items():
+            texts = [d.contents for d in run.docstore.get_many(docids)]
+            spans.append((qid, docids, len(pairs)))
+            query = queries[qid]
+            pairs.extend((query, t) for t in texts)
+        scores = self.predict(pairs)
+        results = {qid: (docids, scores[start : start + len(docids)]) for qid, docids, start in spans}
+        return Ranking.from_lists(results, run.queries, run.docstore)
+
+
+def _load(model: str) -> tuple[Any, Any]:
+    """Model and tokenizer for a name, directory or hub id; irkit adapter dirs load through irkit.tune."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = registry.resolve(model)
+    try:
+        if (Path(path) / ADAPTER_CONFIG).is_file():
+            from irkit.tune import load_cross_encoder
+
+            loaded = load_cross_encoder(path)
+            net, tok = loaded if isinstance(loaded, tuple) else (loaded, AutoTokenizer.from_pretrained(path))
+        else:
+            net = AutoModelForSequenceClassification.from_pretrained(path)
+            tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise IrkitError(
+            f"cannot load cross-encoder {model!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+            "pass a local model directory, a registered name or a cached hub id"
+        ) from None
+    return net.eval(), tok
