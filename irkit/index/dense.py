@@ -140,18 +140,19 @@ def build_dense_index(
         raise IrkitError("output exists; choose another path or pass overwrite=True (--overwrite)", path=out)
     if chunk_size < 1 or batch_size < 1:
         raise IrkitError(f"chunk_size and batch_size must be >= 1, got {chunk_size} and {batch_size}")
-    encoder = BiEncoder(model, max_length=max_length)
     work = work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     try:
         store, fingerprint = build_docstore(work / DOCSTORE, docs_of(corpus_or_docs))
+        encoder = BiEncoder(model, max_length=max_length)
         # reject a bad factory string, or one the corpus is too small to train, before encoding
         probe = make_faiss_index(encoder.dim, factory)
         if not probe.is_trained and len(store) < _TRAIN_MAX:
             rng = np.random.default_rng(0)
             _train(probe, rng.standard_normal((len(store), encoder.dim), dtype=np.float32), factory)
-    except IrkitError:
-        shutil.rmtree(work, ignore_errors=True)  # user error: nothing worth resuming
+    except BaseException as e:
+        if isinstance(e, IrkitError) or not any(work.glob("vectors-*.npy")):
+            shutil.rmtree(work, ignore_errors=True)  # user error, or nothing encoded yet: nothing to resume
         raise
     key = {
         "model": encoder.name,
