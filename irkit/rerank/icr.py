@@ -142,7 +142,7 @@ class ICR(Stage):
         char_spans: dict[int, tuple[int, int]] = {}
         pos = len(parts[0])
         for label, i in enumerate(order, start=1):
-            body = f"[{label}] {self.llm.truncate(passages[i], self.max_doc_tokens)}"
+            body = f"[{label}] {self.llm.truncate(passages[i].strip(), self.max_doc_tokens).strip()}"
             parts.append("\n\n" + body)
             char_spans[i] = (pos + 2, pos + 2 + len(body))
             pos += 2 + len(body)
