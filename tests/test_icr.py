@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from llm_models import smollm2_tokenizer, tiny_llama, tiny_llm
 
 from irkit.data.docstore import Doc, DocStore
 from irkit.data.io import read_topics_tsv
 from irkit.data.types import Ranking
 from irkit.errors import IrkitError
 from irkit.rerank.icr import ICR, passage_text
-from llm_models import smollm2_tokenizer, tiny_llama, tiny_llm
 
 torch = pytest.importorskip("torch")
 

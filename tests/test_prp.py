@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from llm_models import smollm2_tokenizer, tiny_llm
 
 from irkit.data.docstore import Doc, DocStore
 from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
 from irkit.rerank.prp import PROMPT, PRP, both_orders
-from llm_models import smollm2_tokenizer, tiny_llm
 
 torch = pytest.importorskip("torch")
 
