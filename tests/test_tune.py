@@ -268,3 +268,54 @@ def test_training_a_two_layer_model_end_to_end_decreases_loss(
     if kind == "cross-encoder":  # dev checked before training and after each epoch; the best state is kept
         assert len(result.dev_history) == cfg.epochs + 1
         assert result.best_dev == max(dev_scores)
+
+
+def test_tap_cache_runs_the_frozen_backbone_once_per_sequence() -> None:
+    backbone = tiny_backbone(dropout=0.0)
+    model = TunedCrossEncoder(TunedEncoder(backbone, TuneConfig(method="connected", rank=4)))
+    _perturb(model)
+    model.eval()
+    ids, mask = _batch()
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=mask).logits
+    calls: list[int] = []
+    backbone.register_forward_hook(lambda _m, _i, _o: calls.append(1))
+    model.encoder.enable_tap_cache()
+    with torch.no_grad():
+        first = model(input_ids=ids, attention_mask=mask).logits
+        again = model(input_ids=ids[[1, 0]], attention_mask=mask[[1, 0]]).logits
+    assert len(calls) == 1  # the second call found both sequences cached
+    assert torch.allclose(first, plain, atol=1e-3)  # taps are stored in fp16
+    assert torch.equal(again, first[[1, 0]])
+    model.train()  # training on cached taps: gradients reach the aside modules
+    model(input_ids=ids, attention_mask=mask).logits.sum().backward()
+    assert model.encoder.aside[0].up.weight.grad is not None and len(calls) == 1
+    with pytest.raises(IrkitError, match="connected"):
+        TunedEncoder(tiny_backbone(), TuneConfig(method="houlsby")).enable_tap_cache()
+
+
+def test_cli_tune_writes_a_loadable_artifact(tiny_dir: Path, tmp_path: Path, scifact_dir: Path) -> None:
+    """`irkit tune` end to end on a small real BEIR directory (SciFact train queries on 300 docs)."""
+    from irkit.cli import main
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    lines = (scifact_dir / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:300]
+    (beir / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    docids = [json.loads(x)["_id"] for x in lines]
+    rows = (scifact_dir / "qrels" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    kept = [rows[0]] + [r for r in rows[1:] if r.split("\t")[1] in set(docids)]
+    (beir / "qrels" / "train.tsv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    (beir / "queries.jsonl").write_text((scifact_dir / "queries.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    qids = sorted({r.split("\t")[0] for r in kept[1:]})
+    run = tmp_path / "cands.trec"
+    run.write_text("".join(f"{q} Q0 {d} {i + 1} {30 - i} x\n" for q in qids for i, d in enumerate(docids[:30])))
+    out = tmp_path / "art"
+    args = ["tune", "--dataset", str(beir), "--candidates", str(run), "--out", str(out), "--backbone", str(tiny_dir)]
+    assert main([*args, "--epochs", "1", "--max-length", "64", "--dev-depth", "5"]) == 0
+    model, _ = artifacts.load_cross_encoder(out)
+    assert isinstance(model, TunedCrossEncoder)
+    cfg = json.loads((out / artifacts.CONFIG_NAME).read_text())
+    assert cfg["tune"] == {"method": "connected", "rank": 32, "lora_alpha": 16} and cfg["dev_ndcg10"] is not None
+    assert any("loss" in json.loads(x) for x in Path(f"{out}.loss.jsonl").read_text().splitlines())
+    assert main(["tune", "--dataset", str(beir), "--candidates", str(tmp_path / "none.trec"), "--out", "x"]) == 2

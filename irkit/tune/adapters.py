@@ -30,6 +30,7 @@ only) and ``full`` (everything).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -139,6 +140,20 @@ class TunedEncoder(nn.Module):
                 p.requires_grad_(name.endswith(".bias"))
         # only the connected pathway lives outside the backbone: then the backbone needs no autograd
         self._backbone_grad = method != "connected"
+        self._tap_cache: dict[bytes, torch.Tensor] | None = None
+
+    def enable_tap_cache(self, enabled: bool = True) -> None:
+        """Connected only: remember the frozen backbone's layer outputs per input sequence.
+
+        The backbone is never on the gradient path, so its outputs for a given (query, doc)
+        pair never change: with the cache on, each distinct sequence runs through the backbone
+        once (in eval mode, stored in fp16) and later epochs and dev evaluations only run the
+        small aside pathway. Memory grows with the number of distinct sequences; turn it off
+        (``enabled=False``) to free it.
+        """
+        if self.aside is None:
+            raise IrkitError(f"the tap cache needs connected adapters, not {self.tune_config.method!r}")
+        self._tap_cache = {} if enabled else None
 
     def forward(
         self,
@@ -147,6 +162,10 @@ class TunedEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **_: Any,
     ) -> BaseModelOutput:
+        if self.aside is not None and self._tap_cache is not None:
+            return BaseModelOutput(
+                last_hidden_state=self.aside_output(self._cached_taps(input_ids, attention_mask, token_type_ids))
+            )
         want_hidden = self.aside is not None
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._backbone_grad):
             out = self.backbone(
@@ -157,11 +176,47 @@ class TunedEncoder(nn.Module):
             )
         if self.aside is None:
             return BaseModelOutput(last_hidden_state=out.last_hidden_state)
-        taps = out.hidden_states[1:]  # h_1..h_L (index 0 is the embedding output)
+        return BaseModelOutput(last_hidden_state=self.aside_output(out.hidden_states[1:]))
+
+    def aside_output(self, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``h_L + s_L`` from the layer outputs ``h_1..h_L`` (the connected pathway)."""
+        assert self.aside is not None
         s = torch.zeros_like(taps[0])
         for module, h in zip(self.aside, taps, strict=True):
             s = s + module(h + s)
-        return BaseModelOutput(last_hidden_state=taps[-1] + s)
+        return taps[-1] + s
+
+    def _cached_taps(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None
+    ) -> list[torch.Tensor]:
+        cache: dict[bytes, torch.Tensor] = self._tap_cache  # type: ignore[assignment]
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        lengths = mask.sum(1).tolist()
+        keys = [
+            input_ids[i, :n].numpy().tobytes() + b"|" + types[i, :n].numpy().tobytes() for i, n in enumerate(lengths)
+        ]
+        missing = [i for i, k in enumerate(keys) if k not in cache]
+        if missing:
+            width = max(lengths[i] for i in missing)
+            was_training = self.backbone.training
+            self.backbone.eval()
+            with torch.no_grad():
+                out = self.backbone(
+                    input_ids=input_ids[missing, :width],
+                    attention_mask=mask[missing, :width],
+                    token_type_ids=types[missing, :width],
+                    output_hidden_states=True,
+                )
+            self.backbone.train(was_training)
+            stacked = torch.stack(out.hidden_states[1:], dim=1).half()  # (b, L, T, d)
+            for row, i in enumerate(missing):
+                cache[keys[i]] = stacked[row, :, : lengths[i]].clone()
+        layers, dim = len(self.aside), int(self.config.hidden_size)
+        taps = torch.zeros(layers, input_ids.shape[0], input_ids.shape[1], dim)
+        for i, k in enumerate(keys):
+            taps[:, i, : lengths[i]] = cache[k].float()
+        return list(taps.unbind(0))
 
 
 def _residual_hook(adapter: Bottleneck):

@@ -150,16 +150,11 @@ class Trainer:
             logits = self.model(**enc).logits.view(len(batch), n)
             target = torch.zeros(len(batch), dtype=torch.long)
             return nn.functional.cross_entropy(logits, target)
-        q = self._embed([ex.query for ex in batch], cfg.query_max_length)
-        d = self._embed([t for ds in docs for t in ds], cfg.max_length)
+        q = embed(self.model, self.tokenizer, [ex.query for ex in batch], cfg.query_max_length)
+        d = embed(self.model, self.tokenizer, [t for ds in docs for t in ds], cfg.max_length)
         scores = q @ d.T / cfg.temperature
         target = torch.arange(len(batch)) * n  # each query's positive comes first in its group
         return nn.functional.cross_entropy(scores, target)
-
-    def _embed(self, texts: list[str], max_length: int) -> torch.Tensor:
-        enc = self.tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        hidden = self.model(enc["input_ids"], enc["attention_mask"]).last_hidden_state
-        return nn.functional.normalize(pool(hidden, enc["attention_mask"], "mean"), dim=-1)
 
     def fit(
         self,
@@ -250,6 +245,64 @@ class Trainer:
         if log is not None:
             log.close()
         return result
+
+
+def embed(model: nn.Module, tokenizer, texts: Sequence[str], max_length: int) -> torch.Tensor:
+    """Mean-pooled, L2-normalised embeddings of ``texts`` (one padded batch; the bi-encoder contract)."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    hidden = model(enc["input_ids"], enc["attention_mask"]).last_hidden_state
+    return nn.functional.normalize(pool(hidden, enc["attention_mask"], "mean"), dim=-1)
+
+
+def rerank_candidates(
+    model: nn.Module,
+    tokenizer,
+    queries: Mapping[str, str],
+    candidates: Mapping[str, Sequence[str]],
+    doc_text: Mapping[str, str],
+    depth: int = 20,
+    max_length: int = 192,
+    query_max_length: int = 64,
+    batch_size: int = 32,
+) -> dict[str, dict[str, float]]:
+    """``qid -> docid -> score`` for each query's top-``depth`` candidates, scored by a tuned model.
+
+    A :class:`TunedCrossEncoder` scores (query, doc) pairs; a bi-encoder (:class:`TunedEncoder`)
+    scores cosine similarity. Used for dev-slice model selection and in the eval scripts.
+    """
+    qids = [q for q in queries if q in candidates]
+    out: dict[str, dict[str, float]] = {}
+    if isinstance(model, TunedCrossEncoder):
+        pairs = [(q, d) for q in qids for d in list(candidates[q])[:depth]]
+        scores = score_pairs(
+            model, tokenizer, [queries[q] for q, _ in pairs], [doc_text[d] for _, d in pairs], max_length, batch_size
+        )
+        for (q, d), s in zip(pairs, scores, strict=True):
+            out.setdefault(q, {})[d] = float(s)
+        return out
+    docids = sorted({d for q in qids for d in list(candidates[q])[:depth]})
+    with torch.inference_mode():
+        qv = (
+            torch.cat(
+                [
+                    embed(model, tokenizer, [queries[q] for q in qids[i : i + batch_size]], query_max_length)
+                    for i in range(0, len(qids), batch_size)
+                ]
+            )
+            if qids
+            else torch.zeros(0)
+        )
+        order = sorted(range(len(docids)), key=lambda i: -len(doc_text[docids[i]]))
+        dv = torch.zeros(len(docids), int(model.config.hidden_size))
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            dv[idx] = embed(model, tokenizer, [doc_text[docids[j]] for j in idx], max_length)
+    row = {d: i for i, d in enumerate(docids)}
+    for qi, q in enumerate(qids):
+        ds = list(candidates[q])[:depth]
+        sims = dv[[row[d] for d in ds]] @ qv[qi]
+        out[q] = {d: float(s) for d, s in zip(ds, sims, strict=True)}
+    return out
 
 
 def score_pairs(
