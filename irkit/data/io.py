@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -144,9 +144,15 @@ def write_qrels(qrels: Qrels, path: str | Path) -> None:
                 f.write(f"{qid} 0 {docid} {grade}\n")
 
 
-def read_run(path: str | Path, queries: Queries | None = None) -> Ranking:
-    """A TREC run (``qid Q0 docid rank score tag``), validated line by line."""
+def read_run(path: str | Path, queries: Queries | None = None, docids: Container[str] | None = None) -> Ranking:
+    """A TREC run (``qid Q0 docid rank score tag``), validated line by line.
+
+    With ``queries``, a qid without a topic is an error; with ``docids`` (e.g. a DocStore),
+    so is a docid outside it; a docid listed twice for one query always is.
+    """
     cols: dict[str, tuple[list[str], list[float]]] = {}
+    seen: set[tuple[str, str]] = set()
+    known: set[str] = set()
     for n, line in _lines(path):
         parts = line.split()
         if len(parts) != 6:
@@ -160,6 +166,13 @@ def read_run(path: str | Path, queries: Queries | None = None) -> Ranking:
             raise IrkitError(f"score {score!r} is not finite", path=path, line=n)
         if queries is not None and qid not in queries:
             raise IrkitError(f"run names query {qid!r}, which has no topic", path=path, line=n)
+        if (qid, docid) in seen:
+            raise IrkitError(f"docid {docid!r} is listed twice for query {qid!r}", path=path, line=n)
+        seen.add((qid, docid))
+        if docids is not None and docid not in known:
+            if docid not in docids:
+                raise IrkitError(f"docid {docid!r} is not in {docids!r}", path=path, line=n)
+            known.add(docid)
         docs, scores = cols.setdefault(qid, ([], []))
         docs.append(docid)
         scores.append(s)
