@@ -25,21 +25,17 @@ from irkit.evaluate import compare, evaluate
 from irkit.retrieve.fusion import linear
 from irkit.tune import artifacts
 from irkit.tune.adapters import count_params
-from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, build_examples, score_pairs
+from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, build_examples, rerank_candidates
 
 WEIGHTS = [round(w, 2) for w in np.arange(0.0, 1.01, 0.1)]
 
 
 def rerank(model: torch.nn.Module, tok, data: SciFact, qids: list[str], depth: int, max_length: int) -> Ranking:
     """Cross-encoder scores for the BM25 top-``depth`` of each query in ``qids``."""
-    pairs = [(q, d) for q in qids for d in data.bm25[q][0][:depth]]
-    scores = score_pairs(
-        model, tok, [data.queries[q] for q, _ in pairs], [data.doc_text[d] for _, d in pairs], max_length=max_length
-    )
-    out: dict[str, dict[str, float]] = {}
-    for (q, d), s in zip(pairs, scores, strict=True):
-        out.setdefault(q, {})[d] = float(s)
-    return Ranking.from_scores(out, data.queries.subset(qids))
+    queries = {q: data.queries[q] for q in qids}
+    candidates = {q: data.bm25[q][0] for q in qids}
+    scores = rerank_candidates(model, tok, queries, candidates, data.doc_text, depth, max_length)
+    return Ranking.from_scores(scores, data.queries.subset(qids))
 
 
 def fuse(bm25: Ranking, ce: Ranking, w: float, depth: int) -> Ranking:
