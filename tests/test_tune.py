@@ -20,7 +20,16 @@ from irkit.tune.adapters import (
     count_params,
     expected_trainable,
 )
-from irkit.tune.trainer import Example, TrainConfig, Trainer, build_examples, score_pairs, split_dev
+from irkit.tune.trainer import (
+    Example,
+    TrainConfig,
+    Trainer,
+    build_examples,
+    embed,
+    rerank_candidates,
+    score_pairs,
+    split_dev,
+)
 
 TINY = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
 
@@ -319,3 +328,20 @@ def test_cli_tune_writes_a_loadable_artifact(tiny_dir: Path, tmp_path: Path, sci
     assert cfg["tune"] == {"method": "connected", "rank": 32, "lora_alpha": 16} and cfg["dev_ndcg10"] is not None
     assert any("loss" in json.loads(x) for x in Path(f"{out}.loss.jsonl").read_text().splitlines())
     assert main(["tune", "--dataset", str(beir), "--candidates", str(tmp_path / "none.trec"), "--out", "x"]) == 2
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder"])
+def test_rerank_candidates_scores_the_top_depth_of_each_query(kind: str, tiny_dir: Path) -> None:
+    model, tok = artifacts.build(kind, str(tiny_dir), {"method": "connected", "rank": 4})
+    model.eval()
+    texts = {"d1": "statins lower cholesterol", "d2": "bone density in adults", "d3": "an unrelated abstract"}
+    queries = {"q1": "do statins work", "q2": "vitamin d and bones", "q3": "no candidates"}
+    scores = rerank_candidates(model, tok, queries, {"q1": ["d1", "d2", "d3"], "q2": ["d2", "d3"]}, texts, depth=2)
+    assert set(scores) == {"q1", "q2"} and set(scores["q1"]) == {"d1", "d2"} and set(scores["q2"]) == {"d2", "d3"}
+    if kind == "bi-encoder":  # cosine of the mean-pooled, normalised embeddings, as BiEncoder computes it
+        with torch.no_grad():
+            q, d = embed(model, tok, [queries["q1"]], 64), embed(model, tok, [texts["d2"]], 192)
+        assert scores["q1"]["d2"] == pytest.approx(float(q[0] @ d[0]), abs=1e-5)
+    else:
+        ref = score_pairs(model, tok, [queries["q2"]], [texts["d3"]])
+        assert scores["q2"]["d3"] == pytest.approx(float(ref[0]), abs=1e-5)
