@@ -153,7 +153,7 @@ def docs_of(corpus: object) -> Iterator[Doc]:
             raise IrkitError("corpus not found (expected a corpus.jsonl file or a BEIR directory)", path=corpus)
         return read_corpus(p)
     if isinstance(corpus, Dataset):
-        return corpus.docs()
+        return corpus.docs() if corpus.corpus_path is not None else _checked(corpus.docs())
     if isinstance(corpus, Iterable):
         return _checked(corpus)
     raise IrkitError(f"a corpus is a path, a Dataset or an iterable of Doc, not {type(corpus).__name__}")
