@@ -1,8 +1,22 @@
-"""BiEncoder: texts to L2-normalised vectors with a BERT-style encoder and mean pooling."""
+"""BiEncoder: texts to L2-normalised vectors with a BERT-style encoder and mean pooling.
+
+Speed on CPU comes from three things, each measured in ``eval/bench/encode.py``:
+
+* texts are tokenised once, sorted by token length and batched with dynamic padding,
+  so short texts do not pay for long ones;
+* fp32 linear layers run on oneDNN's kernels with weights packed once. PyTorch's default
+  CPU matmul is MKL, which on AMD CPUs takes its AVX2 code path; oneDNN picks the widest
+  instruction set the CPU has (AVX-512 where present) and stays in fp32 (on a 2-core AMD
+  EPYC with AVX-512 this alone made MiniLM encoding about 1.8x faster per core);
+* attention runs through PyTorch's fused scaled-dot-product kernel (the transformers
+  default for BERT), which was about 1.8x faster per core than the eager implementation.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import weakref
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,11 +27,17 @@ from irkit.models.registry import resolve
 class BiEncoder:
     """Encode queries and documents into one vector space (sentence-transformers style).
 
-    Inputs are tokenised once, sorted by length and batched with dynamic padding,
-    so short texts do not pay for long ones.
+    ``onednn=False`` runs the model exactly as PyTorch ships it (same results up to fp32
+    rounding; slower on CPUs where MKL does not use AVX-512).
     """
 
-    def __init__(self, model: str = "minilm", max_length: int = 256, normalize: bool = True) -> None:
+    def __init__(
+        self,
+        model: str = "minilm",
+        max_length: int = 256,
+        normalize: bool = True,
+        onednn: bool = True,
+    ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -27,8 +47,10 @@ class BiEncoder:
         self.model = AutoModel.from_pretrained(path).eval()
         self.max_length = max_length
         self.normalize = normalize
+        self.onednn = onednn and torch.backends.mkldnn.is_available()
         self.dim: int = int(self.model.config.hidden_size)
         self._torch = torch
+        self._packed: weakref.WeakKeyDictionary[Any, tuple[tuple[int, int], Any]] = weakref.WeakKeyDictionary()
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
         """``(len(texts), dim)`` float32 vectors, in input order."""
@@ -36,10 +58,15 @@ class BiEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True)[
-            "input_ids"
-        ]
-        order = np.argsort([-len(x) for x in ids], kind="stable")
+        ids = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(-lengths, kind="stable")
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         bar: Any = batches
         if show_progress:
@@ -47,18 +74,58 @@ class BiEncoder:
 
             bar = tqdm(batches, desc="encode", unit="batch")
         pad = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode():
+        with torch.inference_mode(), self._fast_linear():
             for idx in bar:
-                longest = max(len(ids[i]) for i in idx)
-                input_ids = torch.full((len(idx), longest), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), longest), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                    mask[row, : len(ids[i])] = 1
-                hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                m = mask.unsqueeze(-1).to(hidden.dtype)
-                vec = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                lens = lengths[idx]
+                mask = np.arange(lens[0]) < lens[:, None]  # sorted: the first row is the longest
+                input_ids = np.full(mask.shape, pad, dtype=np.int64)
+                input_ids[mask] = np.concatenate([ids[i] for i in idx])
+                mask_t = torch.from_numpy(mask)
+                hidden = self.model(
+                    input_ids=torch.from_numpy(input_ids), attention_mask=mask_t.long()
+                ).last_hidden_state
+                vec = (hidden * mask_t.unsqueeze(-1)).sum(1) / torch.from_numpy(lens).unsqueeze(-1)
                 if self.normalize:
                     vec = torch.nn.functional.normalize(vec, dim=-1)
-                out[idx] = vec.float().numpy()
+                out[idx] = vec.numpy()
         return out
+
+    @contextlib.contextmanager
+    def _fast_linear(self) -> Iterator[None]:
+        """Within the block, the model's plain ``nn.Linear`` layers run on oneDNN (inference only).
+
+        Packed weights are cached per layer and repacked when the weight tensor changes
+        (new storage or an in-place update), so a model tuned between calls stays exact.
+        """
+        torch = self._torch
+        if not self.onednn:
+            yield
+            return
+        swapped = []
+        for module in self.model.modules():
+            plain = type(module) is torch.nn.Linear and "forward" not in module.__dict__
+            if plain and module.weight.dtype == torch.float32 and module.weight.device.type == "cpu":
+                module.forward = self._onednn_forward(module)
+                swapped.append(module)
+        try:
+            yield
+        finally:
+            for module in swapped:
+                del module.forward
+
+    def _onednn_forward(self, module: Any) -> Any:
+        torch = self._torch
+        weight, bias = module.weight, module.bias
+        key = (weight.data_ptr(), weight._version)
+        cached = self._packed.get(module)
+        if cached is None or cached[0] != key:
+            cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
+            self._packed[module] = cached
+        packed = cached[1]
+
+        def forward(x: Any) -> Any:
+            if x.dtype != torch.float32:
+                return torch.nn.functional.linear(x, weight, bias)
+            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+        return forward
