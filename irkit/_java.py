@@ -42,8 +42,12 @@ def ensure_jvm() -> None:
 
         if not jnius_config.vm_running:
             jnius_config.add_classpath(str(anserini_jar()))
-        import jnius  # noqa: F401  (starts the JVM)
+            jnius_config.add_options("-Dslf4j.internal.verbosity=WARN")  # no SLF4J banner on stderr
+        from jnius import autoclass as _autoclass  # starts the JVM
 
+        # Lucene logs an INFO line through java.util.logging when it opens an index; keep warnings only
+        root = _autoclass("java.util.logging.Logger").getLogger("")
+        root.setLevel(_autoclass("java.util.logging.Level").WARNING)
         _started = True
 
 
