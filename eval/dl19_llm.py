@@ -147,7 +147,7 @@ def report(args: argparse.Namespace) -> None:
         icr = done(WORK / f"icr-{args.model}-n{n}.jsonl")
         prp = done(WORK / f"prp-{args.model}-n{n}.jsonl")
         cands = candidates(n)
-        for label, qids in ((f"all {len(icr)}", list(icr)), (f"PRP subset {len(prp)}", list(prp))):
+        for label, qids in ((f"{len(icr)} (ICR run)", list(icr)), (f"{len(prp)} (PRP run)", list(prp))):
             if not qids:
                 continue
             bm25 = {q: cands[q] for q in qids}

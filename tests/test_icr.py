@@ -132,3 +132,20 @@ def test_needs_docstore(icr: ICR) -> None:
     run = Ranking.from_lists({"1": (["a"], [1.0])}, Queries({"1": "q"}))
     with pytest.raises(IrkitError, match="docstore"):
         icr(run)
+
+
+def test_yaml_round_trip_from_a_model_directory(tokenizer, tmp_path: Path) -> None:
+    from irkit.pipeline.config import load_pipeline, to_dict
+
+    tiny_llama(tokenizer).save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    spec = {
+        "pipeline": [
+            {"icr": {"model": str(tmp_path / "tiny"), "max_doc_tokens": 32}},
+            {"prp": {"model": str(tmp_path / "tiny"), "variant": "sorting", "k": 3}},
+        ]
+    }
+    pipe = load_pipeline(spec)
+    icr, prp = pipe.stages
+    assert isinstance(icr, ICR) and icr.max_doc_tokens == 32 and prp.variant == "sorting" and prp.k == 3
+    assert load_pipeline(to_dict(pipe)).stages[1].params() == prp.params()

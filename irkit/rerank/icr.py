@@ -126,7 +126,11 @@ class ICR(Stage):
         self.forward_passes = 0
 
     def params(self) -> dict[str, Any]:
-        return {"model": self.llm.name, "max_doc_tokens": self.max_doc_tokens}
+        return {
+            "model": self.llm.name,
+            "max_doc_tokens": self.max_doc_tokens,
+            "calibration_query": self.calibration_query,
+        }
 
     # -- prompt -----------------------------------------------------------------------------
 

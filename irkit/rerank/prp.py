@@ -140,7 +140,14 @@ class PRP(Stage):
 
     def params(self) -> dict[str, Any]:
         model = "custom" if self.llm is None else self.llm.name
-        return {"model": model, "mode": self.mode, "variant": self.variant, "k": self.k}
+        return {
+            "model": model,
+            "mode": self.mode,
+            "variant": self.variant,
+            "k": self.k,
+            "max_doc_tokens": self.max_doc_tokens,
+            "batch_size": self.batch_size,
+        }
 
     @staticmethod
     def _answer_tokens(llm: CausalLM) -> tuple[list[int], int, int]:
