@@ -1,0 +1,300 @@
+"""Pipelines as YAML files: a registry of stage names, a validating loader and a writer.
+
+The YAML form has no precedence trap: a pipeline is a list of steps run in order,
+and ``top_k`` cuts the output of the step it sits in.
+
+```yaml
+pipeline:
+  - fuse: rrf                     # or linear (min-max normalised), with weights: [...]
+    of:
+      - {bm25: {index: indexes/scifact-bm25}, top_k: 100}
+      - {dense: {index: indexes/scifact-minilm}, top_k: 100}
+  - {cross_encoder: {}, top_k: 20}
+```
+
+A step is one of ``{<stage name>: {params}}``, ``{fuse: rrf|linear, of: [steps], k: 60,
+weights: [...]}`` or ``{pipeline: [steps]}`` (a nested pipeline), each with an optional
+``top_k``. Stage parameters are checked against the stage's constructor (names and type
+hints) before anything is built, and every error names the file and the YAML path,
+e.g. ``pipeline[1].cross_encoder.top_k``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from irkit.errors import IrkitError
+from irkit.pipeline.stage import Stage, Then, TopK
+
+# stage name -> "module:Class"; a new stage registers with one line here (imported on first use)
+STAGES: dict[str, str] = {
+    "bm25": "irkit.retrieve.bm25:BM25",
+    "dense": "irkit.retrieve.dense:Dense",
+    "cross_encoder": "irkit.rerank.cross_encoder:CrossEncoder",
+    "icr": "irkit.rerank.icr:ICR",
+    "prp": "irkit.rerank.prp:PRP",
+}
+
+_FUSE_KEYS = {"fuse", "of", "k", "weights", "top_k"}
+
+
+def register(name: str, target: str) -> None:
+    """Add a stage name for YAML pipelines: ``target`` is ``"module:Class"``."""
+    if ":" not in target:
+        raise IrkitError(f"stage target must be 'module:Class', got {target!r}")
+    STAGES[name] = target
+
+
+def stage_class(name: str) -> type[Stage]:
+    """The class registered under ``name`` (imports its module)."""
+    target = STAGES.get(name)
+    if target is None:
+        raise IrkitError(f"unknown stage {name!r}; known stages: {', '.join(sorted([*STAGES, 'fuse', 'pipeline']))}")
+    module, cls = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as e:
+        raise IrkitError(f"stage {name!r} is registered as {target!r}, which cannot be imported ({e})") from None
+
+
+class _Ctx:
+    """Where we are while loading: the file and its composed YAML tree, for line numbers."""
+
+    def __init__(self, file: str | None, root: yaml.Node | None) -> None:
+        self.file, self.root = file, root
+
+    def error(self, where: tuple[str | int, ...], message: str) -> IrkitError:
+        return IrkitError(f"{_fmt(where)}: {message}", path=self.file, line=self._line(where))
+
+    def _line(self, where: tuple[str | int, ...]) -> int | None:
+        node, line = self.root, None
+        for key in where:
+            if isinstance(node, yaml.MappingNode):
+                node = next((v for k, v in node.value if k.value == key), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+                node = node.value[key]
+            else:
+                node = None
+            if node is None:
+                break
+            line = node.start_mark.line + 1
+        return line
+
+
+def _fmt(where: tuple[str | int, ...]) -> str:
+    out = ""
+    for key in where:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out
+
+
+def load_pipeline(source: str | Path | Mapping[str, Any]) -> Stage:
+    """Build the stage a YAML pipeline describes: a file path, YAML text, or the parsed dict."""
+    file, root = None, None
+    if isinstance(source, Mapping):
+        data: Any = source
+    else:
+        text = str(source)
+        if isinstance(source, Path) or (
+            "\n" not in text and (text.endswith((".yaml", ".yml")) or Path(text).is_file())
+        ):
+            file = str(source)
+            try:
+                text = Path(source).read_text(encoding="utf-8")
+            except OSError as e:
+                raise IrkitError(f"cannot read pipeline ({e.strerror})", path=file) from None
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise IrkitError(
+                f"not valid YAML ({getattr(e, 'problem', e)})", path=file, line=mark.line + 1 if mark else None
+            ) from None
+    ctx = _Ctx(file, root)
+    if not isinstance(data, Mapping) or set(data) != {"pipeline"}:
+        raise ctx.error((), "a pipeline file is a mapping with the single key 'pipeline' (a list of steps)")
+    # validate the whole file first, then build: a typo in the last step fails before any model loads
+    return _steps(data["pipeline"], ("pipeline",), ctx)()
+
+
+Plan = Callable[[], Stage]
+
+
+def _steps(steps: Any, where: tuple[str | int, ...], ctx: _Ctx) -> Plan:
+    if not isinstance(steps, list) or not steps:
+        raise ctx.error(where, "expected a non-empty list of steps")
+    plans = [_step(s, (*where, i), ctx) for i, s in enumerate(steps)]
+    return plans[0] if len(plans) == 1 else lambda: Then([p() for p in plans])
+
+
+def _step(step: Any, where: tuple[str | int, ...], ctx: _Ctx) -> Plan:
+    if not isinstance(step, Mapping):
+        raise ctx.error(where, f"a step is a mapping like {{bm25: {{...}}, top_k: 100}}, got {_tname(step)}")
+    if "fuse" in step:
+        plan = _fuse(step, where, ctx)
+    else:
+        names = [k for k in step if k != "top_k"]
+        if len(names) != 1:
+            raise ctx.error(where, f"a step names exactly one stage (plus optional top_k), got keys {list(step)}")
+        name = names[0]
+        if name == "pipeline":
+            plan = _steps(step[name], (*where, name), ctx)
+        else:
+            plan = _build(name, step[name], (*where, name), ctx)
+    if "top_k" not in step:
+        return plan
+    k = step["top_k"]
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ctx.error((*where, "top_k"), f"expected a positive integer, got {k!r}")
+    return lambda: TopK(plan(), k)
+
+
+def _fuse(step: Mapping[str, Any], where: tuple[str | int, ...], ctx: _Ctx) -> Plan:
+    from irkit.retrieve.fusion import METHODS, Fuse
+
+    extra = set(step) - _FUSE_KEYS
+    if extra:
+        key = sorted(extra)[0]
+        raise ctx.error((*where, key), f"unknown key for a fuse step (allowed: {', '.join(sorted(_FUSE_KEYS))})")
+    method = step["fuse"]
+    if method not in METHODS:
+        raise ctx.error((*where, "fuse"), f"unknown fusion method {method!r}; choose one of {', '.join(METHODS)}")
+    of = step.get("of")
+    if not isinstance(of, list) or len(of) < 2:
+        raise ctx.error((*where, "of"), "fuse needs a list 'of' at least two steps")
+    plans = [_step(s, (*where, "of", i), ctx) for i, s in enumerate(of)]
+    kwargs: dict[str, Any] = {"method": method}
+    if "k" in step:
+        _check(step["k"], int, (*where, "k"), ctx)
+        kwargs["k"] = step["k"]
+    if "weights" in step:
+        _check(step["weights"], list[float], (*where, "weights"), ctx)
+        if len(step["weights"]) != len(plans):
+            raise ctx.error((*where, "weights"), f"{len(step['weights'])} weights for {len(plans)} steps")
+        kwargs["weights"] = [float(w) for w in step["weights"]]
+    return lambda: Fuse([p() for p in plans], **kwargs)
+
+
+def _build(name: str, params: Any, where: tuple[str | int, ...], ctx: _Ctx) -> Plan:
+    if name not in STAGES:
+        raise ctx.error(
+            where, f"unknown stage {name!r}; known stages: {', '.join(sorted([*STAGES, 'fuse', 'pipeline']))}"
+        )
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        raise ctx.error(where, f"stage parameters must be a mapping, got {_tname(params)}")
+    cls = stage_class(name)
+    sig = inspect.signature(cls.__init__)
+    accepted = {p.name: p for p in list(sig.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # hints naming TYPE_CHECKING-only types: check names but not types
+        hints = {}
+    for key, value in params.items():
+        if key not in accepted:
+            raise ctx.error((*where, str(key)), f"unknown parameter for {name} (accepted: {', '.join(accepted)})")
+        if key in hints:
+            _check(value, hints[key], (*where, key), ctx)
+    missing = [p for p, v in accepted.items() if v.default is inspect.Parameter.empty and p not in params]
+    if missing:
+        raise ctx.error(where, f"{name} needs parameter(s) {', '.join(missing)}")
+
+    def build() -> Stage:
+        try:
+            return cls(**params)
+        except IrkitError as e:
+            raise ctx.error(where, str(e)) from None
+
+    return build
+
+
+def _check(value: Any, hint: Any, where: tuple[str | int, ...], ctx: _Ctx) -> None:
+    if not _matches(value, hint):
+        raise ctx.error(where, f"expected {_hname(hint)}, got {_tname(value)} {value!r}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Does a YAML value fit a constructor type hint? (the subset YAML can express)"""
+    origin = typing.get_origin(hint)
+    if hint is Any or hint is object:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is Path:
+        return isinstance(value, str)
+    if origin in (list, tuple) or hint in (list, tuple):
+        args = typing.get_args(hint)
+        return isinstance(value, list) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is dict or hint is dict or origin is Mapping:
+        return isinstance(value, Mapping)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _hname(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _tname(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def to_dict(stage: Stage) -> dict[str, Any]:
+    """The YAML form of a pipeline, as plain data: ``{"pipeline": [steps]}``."""
+    steps = stage.stages if isinstance(stage, Then) else [stage]
+    return {"pipeline": [_to_step(s) for s in steps]}
+
+
+def to_yaml(stage: Stage, path: str | Path | None = None) -> str:
+    """Write a Python pipeline as YAML (to ``path`` atomically when given); returns the text."""
+    text = yaml.safe_dump(to_dict(stage), sort_keys=False, default_flow_style=None)
+    if path is not None:
+        from irkit.data.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    return text
+
+
+def _to_step(stage: Stage) -> dict[str, Any]:
+    from irkit.retrieve.fusion import Fuse
+
+    if isinstance(stage, TopK):
+        step = _to_step(stage.stage)
+        return {**step, "top_k": stage.k} if "top_k" not in step else {"pipeline": [step], "top_k": stage.k}
+    if isinstance(stage, Then):
+        return {"pipeline": [_to_step(s) for s in stage.stages]}
+    if isinstance(stage, Fuse):
+        p = stage.params()
+        step: dict[str, Any] = {"fuse": p.pop("method"), "of": [_to_step(s) for s in stage.stages]}
+        return {**step, **p}
+    name = type(stage).name
+    if name is None or STAGES.get(name) != f"{type(stage).__module__}:{type(stage).__name__}":
+        raise IrkitError(f"{type(stage).__name__} has no YAML form: register it in irkit.pipeline.config.STAGES")
+    return {name: _plain(stage.params())}
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as YAML-safe values (paths become strings)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
