@@ -4,8 +4,8 @@ Every pair is asked in both orders to cancel the model's position bias: a docume
 only when both answers agree; a disagreement is a tie worth 0.5 to each side.
 
 Modes: ``scoring`` compares the log-likelihood of "Passage A" against "Passage B" after
-the prompt (one batched forward pass per batch of prompts); ``generation`` decodes a
-short answer and parses it (an unparseable answer counts as a tie).
+the prompt (one batched forward pass per batch of prompts); ``generation`` starts the reply
+with "Passage", decodes two tokens and parses the letter (an unparseable answer counts as a tie).
 
 Variants over N candidates (in first-stage order):
 - ``allpair``: all N(N-1)/2 pairs; a document's score is its number of wins (ties 0.5).
@@ -134,6 +134,9 @@ class PRP(Stage):
         self.llm = None if comparator is not None else load_llm(model)
         if self.llm is not None and mode == "scoring":
             self._lead, self._a, self._b = self._answer_tokens(self.llm)
+        elif self.llm is not None:
+            # the reply is started with "Passage" so the model only has to name the letter
+            self._lead = self.llm.encode("Passage")
         self.comparisons = self.llm_calls = self.forward_passes = 0
         #: per query id: {"comparisons", "llm_calls", "forward_passes"} of its last reranking
         self.stats: dict[str, dict[str, int]] = {}
@@ -202,17 +205,18 @@ class PRP(Stage):
                     ]
                     self.forward_passes += 1
                 else:
-                    input_ids, mask = self._batch(chunk, [])
+                    input_ids, mask = self._batch(chunk, self._lead)
                     out = self.llm.model.generate(
                         input_ids=input_ids,
                         attention_mask=mask,
-                        max_new_tokens=4,
+                        max_new_tokens=2,
                         do_sample=False,
                         pad_token_id=self.llm.tokenizer.pad_token_id,
                     )
                     new = out[:, input_ids.shape[1] :]
                     self.forward_passes += new.shape[1]
-                    answers += [self.parse(t) for t in self.llm.tokenizer.batch_decode(new, skip_special_tokens=True)]
+                    texts = self.llm.tokenizer.batch_decode(new, skip_special_tokens=True)
+                    answers += [self.parse("Passage" + t) for t in texts]
         return answers
 
     @staticmethod
