@@ -55,6 +55,12 @@ def test_batched_scores_equal_one_by_one(which: str, tiny_dir: Path, minilm_dir:
     np.testing.assert_allclose(ce.predict(pairs, batch_size=64), batched, atol=1e-5)
 
 
+def test_onednn_linears_match_pytorch(minilm_dir: Path, dl19_pairs) -> None:
+    fast, plain = CrossEncoder(str(minilm_dir)), CrossEncoder(str(minilm_dir), onednn=False)
+    assert plain.params()["onednn"] is False and "onednn" not in fast.params()
+    np.testing.assert_allclose(fast.predict(dl19_pairs[:16]), plain.predict(dl19_pairs[:16]), atol=1e-5)
+
+
 def test_truncation_to_max_length(tiny_dir: Path, dl19_pairs) -> None:
     ce = CrossEncoder(str(tiny_dir), max_length=16)
     lengths = [len(x) for x in ce.tokenize(dl19_pairs)["input_ids"]]
