@@ -168,6 +168,19 @@ def report(args: argparse.Namespace) -> None:
                     res = {q: (d, s) for q, (d, s, _) in out.items()}
                     calls = np.mean([c for _, _, c in out.values()])
                     rows.append((n, label, name, ndcg(res, qrels), f"~{calls * per_prompt:.0f}", f"{calls:.0f}"))
+    for n in sorted({args.n, args.prp_n}):
+        prp = done(WORK / f"prp-{args.model}-n{n}.jsonl")
+        answers = [a for r in prp.values() for a in r["answers"]]
+        if answers:
+            decided = sum(
+                a != dict(zip(map(tuple, r["pairs"]), r["answers"], strict=True))[(j, i)]
+                for r in prp.values()
+                for (i, j), a in zip(r["pairs"], r["answers"], strict=True)
+            )
+            print(
+                f"PRP judge at N={n}: {100 * answers.count('A') / len(answers):.1f} % of answers are 'A'; "
+                f"{100 * decided / len(answers):.1f} % of pairs agree across both orders (the rest are ties)\n"
+            )
     print("| N | queries | method | nDCG@10 | s/query | LLM calls/query |")
     print("|---|---|---|---|---|---|")
     for n, label, name, score, sec, calls in rows:
