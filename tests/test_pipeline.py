@@ -86,6 +86,17 @@ def test_percent_binds_tighter_than_then_and_fuse(bm25: BM25, dense: Dense) -> N
     assert isinstance((bm25 | dense) | bm25, Fuse) and len(((bm25 | dense) | bm25).stages) == 3
 
 
+def test_operators_reject_what_is_not_a_stage(bm25: BM25) -> None:
+    with pytest.raises(IrkitError, match="'>>' joins stages, got int"):
+        bm25 >> 3
+    with pytest.raises(IrkitError, match=r"'\|' fuses stages, got str"):
+        bm25 | "dense"
+    with pytest.raises(IrkitError, match="positive integer cutoff"):
+        bm25 % 0
+    with pytest.raises(IrkitError, match="at least two stages"):
+        Fuse([bm25])
+
+
 def test_topk_and_rrf_on_real_rankings(bm25: BM25, dense: Dense, data: Dataset) -> None:
     a, b = (bm25 % 10)(data.queries), (dense % 10)(data.queries)
     assert all(len(ids) == 10 for _, (ids, _) in a.items())

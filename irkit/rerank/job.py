@@ -173,8 +173,17 @@ def _ray_scores(items: list[dict[str, Any]], job: RerankJob, docstore: str) -> I
         import ray
     except ImportError:
         raise IrkitError("the ray executor needs Ray: pip install 'irkit[ray]'") from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:  # a local cluster for this job; a cluster the caller started is used as it is
         ray.init(num_cpus=job.workers, include_dashboard=False, log_to_driver=False)
+    try:
+        yield from _ray_map(ray, items, job, docstore)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_map(ray: Any, items: list[dict[str, Any]], job: RerankJob, docstore: str) -> Iterator[tuple[str, list, list]]:
     ds = ray.data.from_items(items).map_batches(
         QueryScorer,
         fn_constructor_kwargs={

@@ -51,6 +51,11 @@ class Fuse(Stage):
     def __init__(self, stages: list[Stage], method: str = "rrf", k: int = 60, weights: list[float] | None = None):
         if method not in METHODS:
             raise IrkitError(f"unknown fusion method {method!r}; choose one of {METHODS}")
+        for s in stages:
+            if not isinstance(s, Stage):
+                raise IrkitError(f"'|' fuses stages, got {type(s).__name__}")
+        if len(stages) < 2:
+            raise IrkitError(f"fusion needs at least two stages, got {len(stages)}")
         if weights is not None and len(weights) != len(stages):
             raise IrkitError(f"fusion got {len(weights)} weights for {len(stages)} stages")
         self.stages, self.method, self.k = stages, method, k
