@@ -112,6 +112,29 @@ def test_reranker_needs_candidates_and_texts(tiny_dir: Path) -> None:
         ce(Ranking.from_lists({"1": (["d1"], [1.0])}))
 
 
+def test_irkit_adapter_artifact_loads_through_irkit_tune(tiny_dir: Path, dl19_pairs, tmp_path: Path) -> None:
+    import torch
+
+    from irkit.tune import artifacts
+
+    model, tok = artifacts.build("cross-encoder", str(tiny_dir), {"method": "connected", "rank": 4})
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(std=0.05)  # a "trained" adapter and head, so the artifact's weights matter
+    out = artifacts.save(model, tmp_path / "ce", kind="cross-encoder", backbone=str(tiny_dir))
+    ce = CrossEncoder(str(out))
+    pairs = dl19_pairs[:12]
+    expected = []
+    with torch.inference_mode():
+        for q, d in pairs:
+            enc = tok(q, d, truncation=True, max_length=512, return_tensors="pt")
+            expected.append(float(model.eval()(**enc).logits[0, 0]))
+    np.testing.assert_allclose(ce.predict(pairs), expected, atol=1e-5)
+    assert np.std(expected) > 0
+
+
 def test_no_default_model_yet_says_how_to_pass_one() -> None:
     if DEFAULT_MODEL in registry.names():
         pytest.skip("a default cross-encoder is registered")
