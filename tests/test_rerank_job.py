@@ -123,12 +123,12 @@ def test_ray_executor_equals_local(
     reference: Path, run_file: Path, docstore: Path, dl19_dir: Path, model_dir: Path, tmp_path: Path
 ) -> None:
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        out = tmp_path / "ray.trec"
-        assert main(_args(run_file, docstore, dl19_dir / "topics.tsv", model_dir, out, "--executor", "ray")) == 0
-    finally:
-        ray.shutdown()
+    assert not ray.is_initialized()
+    out = tmp_path / "ray.trec"
+    # the job starts a local cluster, ray.init(num_cpus=2), shards the queries over 2 actors and shuts it down
+    args = _args(run_file, docstore, dl19_dir / "topics.tsv", model_dir, out, "--executor", "ray", "--workers", "2")
+    assert main(args) == 0
+    assert not ray.is_initialized()
     assert out.read_bytes() == reference.read_bytes()
 
 
