@@ -122,3 +122,13 @@ def test_cli_builds_both_index_types(scifact_slice: Path, tmp_path: Path, capsys
         assert main(["index", "info", str(tmp_path / kind), "--verify"]) == 0
         assert f'"type": "{kind}"' in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25", "corpus.jsonl", "dense"]
+
+
+def test_bm25_relative_index_path_follows_python_cwd(
+    indexes: dict[str, Path], bm25: BM25, data: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the JVM resolves relative paths against its own start directory; irkit must not
+    monkeypatch.chdir(indexes["bm25"].parent)
+    relative = BM25("bm25")
+    q = next(iter(data.queries))
+    assert relative.search(data.queries[q], k=5) == bm25.search(data.queries[q], k=5)

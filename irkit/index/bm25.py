@@ -25,7 +25,8 @@ class Bm25Index:
 
     def __init__(self, path: Path, manifest: dict[str, Any], docstore: DocStore) -> None:
         self.path, self.manifest, self.docstore = path, manifest, docstore
-        self.lucene_dir = path / LUCENE_DIR
+        # absolute: the JVM resolves relative paths against its own start directory, not Python's cwd
+        self.lucene_dir = path.resolve() / LUCENE_DIR
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True) -> Bm25Index:
