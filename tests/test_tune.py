@@ -345,3 +345,29 @@ def test_rerank_candidates_scores_the_top_depth_of_each_query(kind: str, tiny_di
     else:
         ref = score_pairs(model, tok, [queries["q2"]], [texts["d3"]])
         assert scores["q2"]["d3"] == pytest.approx(float(ref[0]), abs=1e-5)
+
+
+def test_default_cross_encoder_is_a_small_registered_artifact_that_ranks(scifact_dir: Path) -> None:
+    """The shipped `cross-encoder-minilm`: adapter + head only, and on held-out SciFact queries
+    (the dev slice carved from train, never trained on) the relevant abstract outscores another query's."""
+    from irkit.data.io import read_corpus, read_qrels, read_queries
+
+    path = Path(resolve("cross-encoder-minilm"))
+    assert artifacts.is_artifact(path)
+    assert sum(f.stat().st_size for f in path.iterdir()) < 1_000_000
+    cfg = artifacts.read_config(path)
+    assert cfg["backbone"] == "minilm" and cfg["tune"]["method"] == "connected"
+    assert cfg["trainable_params"] / cfg["total_params"] < 0.01
+    queries = read_queries(scifact_dir / "queries.jsonl")
+    qrels = read_qrels(scifact_dir / "qrels" / "train.tsv", queries)
+    _, dev = split_dev(list(qrels), 0.1, seed=13)
+    dev = dev[:12]
+    rel = {q: next(iter(qrels[q])) for q in dev}
+    texts = {d.docid: d.contents for d in read_corpus(scifact_dir / "corpus.jsonl") if d.docid in set(rel.values())}
+    model, tok = artifacts.load_cross_encoder(path)
+    qs = [queries[q] for q in dev]
+    good = score_pairs(model, tok, qs, [texts[rel[q]] for q in dev], cfg["max_length"])
+    other = score_pairs(
+        model, tok, qs, [texts[rel[dev[(i + 1) % len(dev)]]] for i in range(len(dev))], cfg["max_length"]
+    )
+    assert (good > other).sum() >= 10, (good, other)

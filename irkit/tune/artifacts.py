@@ -69,6 +69,9 @@ def save(model, out_dir: str | Path, *, kind: str, backbone: str, pooling: str =
         state = {k: v.contiguous() for k, v in trainable_state(model).items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": str(FORMAT)})
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        for f in tmp.iterdir():  # mkdtemp makes the directory private; an artifact is meant to be shared
+            f.chmod(0o644)
+        tmp.chmod(0o755)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
