@@ -80,7 +80,7 @@ def test_weights_changed_in_place_are_seen(texts):
 
 def test_model_is_left_trainable(encoder, texts):
     """oneDNN kernels (and the fused feed-forward GELU) are used only inside ``encode``."""
-    with encoder._fast_linear():
+    with encoder._fast(encoder.model):
         assert "forward" in encoder.model.encoder.layer[0].intermediate.__dict__  # the fused path is live
     encoder.encode(texts[:2])
     assert all("forward" not in m.__dict__ for m in encoder.model.modules())
