@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModel
 
 from irkit.data.io import read_corpus, read_queries
+from irkit.errors import IrkitError
 from irkit.models.encoder import BiEncoder
 from irkit.models.registry import resolve
 
@@ -89,3 +90,8 @@ def test_model_is_left_trainable(encoder, texts):
     out.backward()
     assert encoder.model.encoder.layer[0].intermediate.dense.weight.grad is not None
     encoder.model.zero_grad(set_to_none=True)
+
+
+def test_unknown_model_is_irkit_error(tmp_path):
+    with pytest.raises(IrkitError, match="cannot load encoder"):
+        BiEncoder(str(tmp_path / "no-such-model"))

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from irkit.errors import IrkitError
 from irkit.models.onednn import OneDNNLinears
 from irkit.models.registry import resolve
 
@@ -44,8 +45,14 @@ class BiEncoder:
 
         self.name = str(model)
         path = resolve(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path).eval()
+        except (OSError, ValueError) as e:
+            raise IrkitError(
+                f"cannot load encoder {model!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                "pass a local model directory, a registered name or a cached hub id"
+            ) from None
         self.max_length = max_length
         self.normalize = normalize
         self._fast = OneDNNLinears(enabled=onednn)
