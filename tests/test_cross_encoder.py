@@ -13,7 +13,6 @@ from irkit.data.docstore import DocStore
 from irkit.data.io import read_corpus, read_run, read_topics_tsv
 from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
-from irkit.models import registry
 from irkit.rerank.cross_encoder import DEFAULT_MODEL, CrossEncoder
 
 
@@ -135,11 +134,11 @@ def test_irkit_adapter_artifact_loads_through_irkit_tune(tiny_dir: Path, dl19_pa
     assert np.std(expected) > 0
 
 
-def test_no_default_model_yet_says_how_to_pass_one() -> None:
-    if DEFAULT_MODEL in registry.names():
-        pytest.skip("a default cross-encoder is registered")
-    with pytest.raises(IrkitError, match=r"no default cross-encoder.*CrossEncoder\(model="):
-        CrossEncoder()
+def test_default_model_is_the_shipped_artifact_at_its_training_length() -> None:
+    ce = CrossEncoder()
+    assert ce.params()["model"] == DEFAULT_MODEL
+    assert ce.max_length == 128  # from irkit_adapter.json, what it was trained with
+    assert CrossEncoder(max_length=64).max_length == 64
 
 
 def test_bad_model_is_an_irkit_error(tmp_path: Path) -> None:

@@ -371,3 +371,32 @@ def test_default_cross_encoder_is_a_small_registered_artifact_that_ranks(scifact
         model, tok, qs, [texts[rel[dev[(i + 1) % len(dev)]]] for i in range(len(dev))], cfg["max_length"]
     )
     assert (good > other).sum() >= 10, (good, other)
+
+
+def test_tuned_bi_encoder_artifact_serves_biencoder_and_dense_index(
+    tiny_dir: Path, tmp_path: Path, scifact_slice: Path
+) -> None:
+    """BiEncoder (and so index building and the Dense stage) loads a tuned artifact by its directory."""
+    from irkit.index.dense import build_dense_index
+    from irkit.models.encoder import BiEncoder
+    from irkit.retrieve.dense import Dense
+
+    model, tok = artifacts.build("bi-encoder", str(tiny_dir), {"method": "connected", "rank": 4})
+    _perturb(model)
+    model.eval()
+    out = artifacts.save(model, tmp_path / "bi", kind="bi-encoder", backbone=str(tiny_dir))
+    texts = ["a query about proteins", "a much longer document about protein folding in yeast cells"]
+    enc = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(enc["input_ids"], enc["attention_mask"]).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    tuned = BiEncoder(str(out))
+    assert (tuned.encode(texts) * ref).sum(1).min() >= 0.9999
+    plain = BiEncoder(str(tiny_dir)).encode(texts)
+    assert (plain * ref).sum(1).max() < 0.9999  # the adapters are really applied
+    docs = [line for line in (scifact_slice / "corpus.jsonl").read_text().splitlines()[:40]]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(docs) + "\n")
+    build_dense_index(tmp_path / "corpus.jsonl", tmp_path / "idx", model=str(out), show_progress=False)
+    hits = Dense(tmp_path / "idx").search("protein folding", k=3)
+    assert len(hits) == 3

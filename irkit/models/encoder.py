@@ -43,11 +43,16 @@ class BiEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from irkit.tune.artifacts import is_artifact, load_bi_encoder
+
         self.name = str(model)
         path = resolve(model)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).eval()
+            if is_artifact(path):  # a bi-encoder tuned by irkit.tune (backbone + adapters)
+                self.model, self.tokenizer = load_bi_encoder(path)
+            else:
+                self.tokenizer = AutoTokenizer.from_pretrained(path)
+                self.model = AutoModel.from_pretrained(path).eval()
         except (OSError, ValueError) as e:
             raise IrkitError(
                 f"cannot load encoder {model!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "

@@ -8,10 +8,13 @@ means ``(bm25 % 100) >> ce``; ``>>`` binds tighter than ``|``, so write
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
+
+if TYPE_CHECKING:
+    from irkit.data.docstore import DocStore
 
 StageInput = Queries | Ranking
 
@@ -46,6 +49,17 @@ def candidates_of(x: StageInput, stage: Stage) -> Ranking:
         )
     queries_of(x, stage)
     return x
+
+
+def candidate_texts(x: StageInput, stage: Stage) -> tuple[Ranking, Queries, DocStore]:
+    """Candidates plus the query texts and the DocStore a text-reading reranker needs."""
+    run = candidates_of(x, stage)
+    if run.docstore is None:
+        raise IrkitError(
+            f"{stage!r} needs document texts, but the ranking carries no docstore "
+            "(retrieve from an irkit index, or attach one: ranking.docstore = DocStore(path))"
+        )
+    return run, queries_of(run, stage), run.docstore
 
 
 class Stage:

@@ -12,7 +12,6 @@ directory or a hub id). Speed on CPU (measured in ``eval/bench/rerank.py``):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,12 +19,10 @@ import numpy as np
 from irkit.data.types import Ranking
 from irkit.errors import IrkitError
 from irkit.models import registry
-from irkit.pipeline.stage import Stage, StageInput, candidates_of
+from irkit.pipeline.stage import Stage, StageInput, candidate_texts
 
-#: Registry name of the default model; the tuning work registers it in irkit.models.registry.
+#: The default model: MiniLM + connected adapter trained by irkit.tune (irkit/resources/).
 DEFAULT_MODEL = "cross-encoder-minilm"
-#: A model directory holding this file is an irkit adapter artifact, loaded by irkit.tune.
-ADAPTER_CONFIG = "irkit_adapter.json"
 
 
 class CrossEncoder(Stage):
@@ -38,16 +35,11 @@ class CrossEncoder(Stage):
     name = "cross_encoder"
 
     def __init__(
-        self, model: str | None = None, max_length: int = 512, batch_size: int = 32, onednn: bool = True
+        self, model: str | None = None, max_length: int | None = None, batch_size: int = 32, onednn: bool = True
     ) -> None:
-        if model is None:
-            if DEFAULT_MODEL not in registry.names():
-                raise IrkitError(
-                    f"no default cross-encoder is available yet (the name {DEFAULT_MODEL!r} is not registered); "
-                    "pass one: CrossEncoder(model='<model dir or hub id>'), or in YAML "
-                    "{cross_encoder: {model: <model dir>}}"
-                )
-            model = DEFAULT_MODEL
+        model = model or DEFAULT_MODEL
+        if max_length is None:  # what a tuned artifact was trained with, else 512
+            max_length = _artifact_config(str(model)).get("max_length", 512)
         if max_length < 8 or batch_size < 1:
             raise IrkitError(f"max_length must be >= 8 and batch_size >= 1, got {max_length} and {batch_size}")
         import torch
@@ -120,18 +112,11 @@ class CrossEncoder(Stage):
 
     def transform(self, inp: StageInput) -> Ranking:
         """Rescore every candidate with the query text and the document's ``Doc.contents``."""
-        run = candidates_of(inp, self)
-        if run.docstore is None:
-            raise IrkitError(
-                f"{self!r} needs document texts, but the ranking carries no docstore "
-                "(retrieve from an irkit index, or attach one: ranking.docstore = DocStore(path))"
-            )
-        queries = run.queries
-        assert queries is not None  # candidates_of checked it
+        run, queries, docstore = candidate_texts(inp, self)
         pairs: list[tuple[str, str]] = []
         spans: list[tuple[str, list[str], int]] = []
         for qid, (docids, _) in run.items():
-            texts = [d.contents for d in run.docstore.get_many(docids)]
+            texts = [d.contents for d in docstore.get_many(docids)]
             spans.append((qid, docids, len(pairs)))
             query = queries[qid]
             pairs.extend((query, t) for t in texts)
@@ -140,17 +125,24 @@ class CrossEncoder(Stage):
         return Ranking.from_lists(results, run.queries, run.docstore)
 
 
+def _artifact_config(model: str) -> dict[str, Any]:
+    """The ``irkit_adapter.json`` of a tuned artifact, or ``{}`` for a plain model."""
+    from irkit.tune.artifacts import is_artifact, read_config
+
+    path = registry.resolve(model)
+    return read_config(path) if is_artifact(path) else {}
+
+
 def _load(model: str) -> tuple[Any, Any]:
     """Model and tokenizer for a name, directory or hub id; irkit adapter dirs load through irkit.tune."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from irkit.tune.artifacts import is_artifact, load_cross_encoder
+
     path = registry.resolve(model)
     try:
-        if (Path(path) / ADAPTER_CONFIG).is_file():
-            from irkit.tune import load_cross_encoder
-
-            loaded = load_cross_encoder(path)
-            net, tok = loaded if isinstance(loaded, tuple) else (loaded, AutoTokenizer.from_pretrained(path))
+        if is_artifact(path):
+            net, tok = load_cross_encoder(path)
         else:
             net = AutoModelForSequenceClassification.from_pretrained(path)
             tok = AutoTokenizer.from_pretrained(path)
