@@ -13,10 +13,7 @@ import pytest
 from irkit.cli import main
 from irkit.data.datasets import load_dataset
 from irkit.data.io import read_run
-from irkit.errors import IrkitError
 from irkit.evaluate import evaluate
-from irkit.index.bm25 import Bm25Index, build_bm25_index
-from irkit.index.dense import DenseIndex, build_dense_index
 
 pytestmark = pytest.mark.integration
 
@@ -25,16 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 RRF_NDCG10, RRF_R100 = 0.7179, 0.9550
 
 
-def _ensure(load, build, path: Path, corpus: Path) -> None:
-    try:
-        load(path)
-    except IrkitError:
-        build(corpus, path, overwrite=True, show_progress=False)
-
-
-def test_rrf_bm25_dense_matches_the_recorded_score(scifact_dir: Path, tmp_path: Path) -> None:
-    _ensure(Bm25Index.load, build_bm25_index, ROOT / "indexes" / "scifact-bm25", scifact_dir)
-    _ensure(DenseIndex.load, build_dense_index, ROOT / "indexes" / "scifact-minilm", scifact_dir)
+def test_rrf_bm25_dense_matches_the_recorded_score(
+    scifact_dir: Path, scifact_bm25: Path, scifact_minilm: Path, tmp_path: Path
+) -> None:
     text = (ROOT / "examples" / "pipelines" / "bm25-dense-rrf.yaml").read_text()
     pipeline = tmp_path / "rrf.yaml"
     pipeline.write_text(text.replace("index: indexes/", f"index: {ROOT}/indexes/"))

@@ -6,17 +6,12 @@ while their manifests verify. Run with ``pytest -m integration tests/integration
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from irkit.data.datasets import Dataset, load_dataset
-from irkit.errors import IrkitError
 from irkit.evaluate import evaluate
-from irkit.index.bm25 import Bm25Index, build_bm25_index
-from irkit.index.dense import DenseIndex, build_dense_index
 from irkit.retrieve.bm25 import BM25
 from irkit.retrieve.dense import Dense
 
@@ -36,30 +31,12 @@ def scifact(scifact_dir: Path) -> Dataset:
     return load_dataset(scifact_dir, "test")
 
 
-def _cached(load: Callable[[Path], Any], path: Path, **expected: object) -> Any:
-    """A previously built index at ``path`` if it verifies and was built with ``expected`` settings."""
-    try:
-        index = load(path)
-    except IrkitError:
-        return None
-    m = index.manifest
-    found = {k: m.get(k, m.get("build", {}).get(k)) for k in expected}
-    return index if found == expected else None
-
-
-def test_bm25_reproduces_the_pyserini_regression(scifact: Dataset, scifact_dir: Path) -> None:
-    path = INDEXES / "scifact-bm25"
-    if _cached(Bm25Index.load, path, doc_count=SCIFACT_DOCS) is None:
-        build_bm25_index(scifact_dir, path, overwrite=True)
-    result = evaluate(BM25(path, k=1000, threads=2)(scifact.queries), scifact.qrels, ["nDCG@10", "R@100"])
+def test_bm25_reproduces_the_pyserini_regression(scifact: Dataset, scifact_bm25: Path) -> None:
+    result = evaluate(BM25(scifact_bm25, k=1000, threads=2)(scifact.queries), scifact.qrels, ["nDCG@10", "R@100"])
     assert result["nDCG@10"] == pytest.approx(BM25_NDCG10, abs=0.0005)
     assert result["R@100"] == pytest.approx(BM25_R100, abs=0.001)
 
 
-def test_dense_minilm_flat_matches_the_recorded_score(scifact: Dataset, scifact_dir: Path) -> None:
-    path = INDEXES / "scifact-minilm"
-    expected = {"doc_count": SCIFACT_DOCS, "model": "minilm", "factory": "Flat", "max_length": 256}
-    if _cached(DenseIndex.load, path, **expected) is None:
-        build_dense_index(scifact_dir, path, model="minilm", factory="Flat", max_length=256, overwrite=True)
-    result = evaluate(Dense(path, k=1000)(scifact.queries), scifact.qrels, ["nDCG@10", "R@100"])
+def test_dense_minilm_flat_matches_the_recorded_score(scifact: Dataset, scifact_minilm: Path) -> None:
+    result = evaluate(Dense(scifact_minilm, k=1000)(scifact.queries), scifact.qrels, ["nDCG@10", "R@100"])
     assert result["nDCG@10"] == pytest.approx(DENSE_NDCG10, abs=0.003)
