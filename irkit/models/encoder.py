@@ -17,11 +17,11 @@ piece toggled; end-to-end numbers against sentence-transformers: ``eval/results/
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from irkit.errors import IrkitError
+from irkit.models.batching import sorted_batches
 from irkit.models.onednn import OneDNNLinears
 from irkit.models.registry import resolve
 
@@ -86,26 +86,13 @@ class BiEncoder:
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable")
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        bar: Any = batches
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(batches, desc="encode", unit="batch")
-        pad = self.tokenizer.pad_token_id or 0
+        batches = sorted_batches(
+            {"input_ids": ids}, batch_size, self.tokenizer.pad_token_id or 0, "encode", show_progress
+        )
         with torch.inference_mode(), self._fast(self.model):
-            for idx in bar:
-                lens = lengths[idx]
-                mask = np.arange(lens[0]) < lens[:, None]  # sorted: the first row is the longest
-                input_ids = np.full(mask.shape, pad, dtype=np.int64)
-                input_ids[mask] = np.concatenate([ids[i] for i in idx])
-                mask_t = torch.from_numpy(mask)
-                hidden = self.model(
-                    input_ids=torch.from_numpy(input_ids), attention_mask=mask_t.long()
-                ).last_hidden_state
-                vec = (hidden * mask_t.unsqueeze(-1)).sum(1) / torch.from_numpy(lens).unsqueeze(-1)
+            for idx, inputs, mask in batches:
+                hidden = self.model(**inputs, attention_mask=mask.long()).last_hidden_state
+                vec = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
                 if self.normalize:
                     vec = torch.nn.functional.normalize(vec, dim=-1)
                 out[idx] = vec.numpy()

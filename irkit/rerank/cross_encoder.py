@@ -19,6 +19,7 @@ import numpy as np
 from irkit.data.types import Ranking
 from irkit.errors import IrkitError
 from irkit.models import registry
+from irkit.models.batching import sorted_batches
 from irkit.pipeline.stage import Stage, StageInput, candidate_texts
 
 #: The default model: MiniLM + connected adapter trained by irkit.tune (irkit/resources/).
@@ -72,26 +73,11 @@ class CrossEncoder(Stage):
         if len(pairs) == 0:
             return out
         enc = self.tokenize(pairs)
-        ids = enc["input_ids"]
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable")
         size = batch_size or self.batch_size
-        batches = [order[i : i + size] for i in range(0, len(order), size)]
-        bar: Any = batches
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(batches, desc="rerank", unit="batch")
-        pad = self.tokenizer.pad_token_id or 0
+        batches = sorted_batches(enc, size, self.tokenizer.pad_token_id or 0, "rerank", show_progress)
         with torch.inference_mode(), self._fast(self.model):
-            for idx in bar:
-                mask = np.arange(lengths[idx[0]]) < lengths[idx][:, None]  # sorted: the first row is the longest
-                inputs = {}
-                for key, rows in enc.items():
-                    arr = np.full(mask.shape, pad if key == "input_ids" else 0, dtype=np.int64)
-                    arr[mask] = np.concatenate([rows[i] for i in idx])
-                    inputs[key] = torch.from_numpy(arr)
-                logits = self.model(**inputs, attention_mask=torch.from_numpy(mask).long()).logits.float()
+            for idx, inputs, mask in batches:
+                logits = self.model(**inputs, attention_mask=mask.long()).logits.float()
                 scores = logits[:, 0] if logits.shape[-1] == 1 else torch.log_softmax(logits, -1)[:, -1]
                 out[idx] = scores.numpy()
         return out
