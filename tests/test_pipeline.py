@@ -16,6 +16,7 @@ from ce_models import save_minilm_head
 from irkit.cli import main
 from irkit.data.datasets import Dataset, load_dataset
 from irkit.data.io import write_run
+from irkit.data.types import Ranking
 from irkit.errors import IrkitError
 from irkit.index.bm25 import build_bm25_index
 from irkit.index.dense import build_dense_index
@@ -118,6 +119,13 @@ def test_linear_fusion_weights(bm25: BM25, dense: Dense, data: Dataset) -> None:
 def test_reranker_given_plain_queries_is_an_error(ce_dir: Path, data: Dataset) -> None:
     with pytest.raises(IrkitError, match="without candidates; put a retriever before it"):
         CrossEncoder(str(ce_dir))(data.queries)
+
+
+def test_reranker_given_a_ranking_without_docstore_is_an_error(ce_dir: Path, bm25: BM25, data: Dataset) -> None:
+    run = (bm25 % 5)(data.queries)
+    bare = Ranking(run.results, run.queries)
+    with pytest.raises(IrkitError, match="carries no docstore"):
+        CrossEncoder(str(ce_dir))(bare)
 
 
 # --- YAML ------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from irkit.data.docstore import Doc
 from irkit.data.types import Ranking
 from irkit.errors import IrkitError
 from irkit.models.llm import CausalLM, load_llm
-from irkit.pipeline.stage import Stage, StageInput, candidates_of
+from irkit.pipeline.stage import Stage, StageInput, candidate_texts
 
 ATTN_NAME = "irkit_query_rows"
 INSTRUCTION = "Here are some passages:"
@@ -205,13 +205,9 @@ class ICR(Stage):
         return scores
 
     def transform(self, inp: StageInput) -> Ranking:
-        cands = candidates_of(inp, self)
-        if cands.docstore is None:
-            raise IrkitError(f"{self!r} needs document texts: the ranking it was given carries no docstore")
-        queries = cands.queries
-        assert queries is not None
+        cands, queries, docstore = candidate_texts(inp, self)
         results = {}
         for qid, (docids, _) in cands.items():
-            docs = cands.docstore.get_many(docids)
+            docs = docstore.get_many(docids)
             results[qid] = (docids, self.score(queries[qid], docs, what=f"query {qid!r}"))
         return Ranking.from_lists(results, cands.queries, cands.docstore)

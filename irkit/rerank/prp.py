@@ -31,7 +31,7 @@ import numpy as np
 from irkit.data.types import Ranking
 from irkit.errors import IrkitError
 from irkit.models.llm import CausalLM, load_llm
-from irkit.pipeline.stage import Stage, StageInput, candidates_of
+from irkit.pipeline.stage import Stage, StageInput, candidate_texts
 from irkit.rerank.icr import passage_text
 
 PROMPT = (
@@ -264,15 +264,11 @@ class PRP(Stage):
         return scores
 
     def transform(self, inp: StageInput) -> Ranking:
-        cands = candidates_of(inp, self)
-        if cands.docstore is None:
-            raise IrkitError(f"{self!r} needs document texts: the ranking it was given carries no docstore")
-        queries = cands.queries
-        assert queries is not None
+        cands, queries, docstore = candidate_texts(inp, self)
         results = {}
         for qid, (docids, _) in cands.items():
             before = (self.comparisons, self.llm_calls, self.forward_passes)
-            results[qid] = (docids, self.score(queries[qid], cands.docstore.get_many(docids)))
+            results[qid] = (docids, self.score(queries[qid], docstore.get_many(docids)))
             after = (self.comparisons, self.llm_calls, self.forward_passes)
             self.stats[qid] = dict(
                 zip(
