@@ -55,6 +55,17 @@ def _json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
         yield n, obj
 
 
+def read_json_object(path: str | Path, what: str) -> dict:
+    """A JSON file that must hold one object (manifests, configs); errors start with ``what``."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IrkitError(f"{what}: malformed JSON ({e})", path=path) from None
+    if not isinstance(obj, dict):
+        raise IrkitError(f"{what}: expected a JSON object", path=path)
+    return obj
+
+
 def _id_field(obj: dict, path: str | Path, n: int) -> str:
     for key in ("_id", "id", "docid"):
         if key in obj:

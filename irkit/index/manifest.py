@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from irkit.data.docstore import Doc, DocStore
+from irkit.data.io import read_json_object
 from irkit.errors import IrkitError
 
 MANIFEST = "manifest.json"
@@ -74,12 +75,7 @@ def read_manifest(root: str | Path, kind: str | None = None, verify: bool = True
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise IrkitError("not an irkit index: manifest.json is missing", path=root)
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IrkitError(f"corrupt manifest ({e})", path=mpath) from None
-    if not isinstance(manifest, dict):
-        raise IrkitError("corrupt manifest: expected a JSON object", path=mpath)
+    manifest = read_json_object(mpath, "corrupt manifest")
     missing = [k for k in _REQUIRED if k not in manifest]
     if missing:
         raise IrkitError(f"corrupt manifest: missing field(s) {missing}", path=mpath)

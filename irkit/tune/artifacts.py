@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from irkit.data.io import read_json_object
 from irkit.errors import IrkitError
 
 CONFIG_NAME = "irkit_adapter.json"
@@ -86,12 +87,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     cfg_path = Path(path) / CONFIG_NAME
     if not cfg_path.is_file():
         raise IrkitError(f"not an irkit adapter directory (no {CONFIG_NAME})", path=path)
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IrkitError(f"malformed JSON ({e})", path=cfg_path) from None
-    if not isinstance(cfg, dict):
-        raise IrkitError("expected a JSON object", path=cfg_path)
+    cfg = read_json_object(cfg_path, "adapter config")
     for key, typ in (("format", int), ("kind", str), ("backbone", str), ("tune", dict), ("pooling", str)):
         if not isinstance(cfg.get(key), typ):
             raise IrkitError(f"field {key!r} missing or not a {typ.__name__}", path=cfg_path)
