@@ -6,8 +6,7 @@ needs them is built, so ``import irkit`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from irkit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -44,14 +43,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'irkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -5,8 +5,7 @@ Imports torch on first use of a name, not on ``import irkit.tune``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from irkit._lazy import lazy_exports
 
 _LAZY = {
     "TuneConfig": "irkit.tune.adapters",
@@ -30,10 +29,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'irkit.tune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
