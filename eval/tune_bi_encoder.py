@@ -1,7 +1,7 @@
 """Train the MiniLM bi-encoder with one tuning method on SciFact train; dense retrieval on SciFact test.
 
 InfoNCE over in-batch + BM25 hard negatives. The dev slice (carved from train) selects the
-epoch by nDCG@10 of reranking each dev query's BM25 top-``dev-depth`` by cosine; the test
+epoch (when ``--epochs`` > 1) by nDCG@10 of reranking each dev query's BM25 top-``dev-depth`` by cosine; the test
 numbers are exact (brute-force) cosine search over the whole corpus, i.e. FAISS flat.
 ``--method zero-shot`` evaluates the untuned MiniLM.
 
@@ -22,13 +22,15 @@ from irkit.data.types import Ranking
 from irkit.evaluate import evaluate
 from irkit.tune import artifacts
 from irkit.tune.adapters import count_params
-from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, build_examples, embed, rerank_candidates
+from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, autocast, build_examples, embed, rerank_candidates
 
 
-def encode(model: torch.nn.Module, tok, texts: list[str], max_length: int, batch_size: int = 32) -> np.ndarray:
+def encode(
+    model: torch.nn.Module, tok, texts: list[str], max_length: int, bf16: bool, batch_size: int = 32
+) -> np.ndarray:
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     out = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(bf16):
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             out[idx] = embed(model, tok, [texts[j] for j in idx], max_length).numpy()
@@ -47,6 +49,7 @@ def main() -> None:
     ap.add_argument("--dev-depth", type=int, default=30)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--patience", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training and encoding")
     ap.add_argument("--out", default=None, help="save the selected encoder as an adapter artifact here")
     ap.add_argument("--results", required=True)
     args = ap.parse_args()
@@ -58,7 +61,7 @@ def main() -> None:
     queries = dict(data.queries.items())
     candidates = {q: data.bm25[q][0] for q in data.bm25}
     trainable, total = count_params(model)
-    report: dict = {"method": args.method, "rank": args.rank, "seed": args.seed}
+    report: dict = {"method": args.method, "rank": args.rank, "seed": args.seed, "config": vars(args)}
     if args.method != "zero-shot":  # zero-init adapters: the untuned model is exactly MiniLM
         if method == "connected":
             model.enable_tap_cache()
@@ -87,8 +90,9 @@ def main() -> None:
             seed=args.seed,
             patience=args.patience,
             log_path=str(log),
+            bf16=args.bf16,
         )
-        result = Trainer(model, tok, cfg).fit(examples, dev=dev)
+        result = Trainer(model, tok, cfg).fit(examples, dev=dev if args.epochs > 1 else None)
         if method == "connected":
             model.enable_tap_cache(False)
         report |= {
@@ -102,9 +106,9 @@ def main() -> None:
         if args.out:
             artifacts.save(model, args.out, kind="bi-encoder", backbone="minilm", max_length=args.max_length)
     docids = sorted(data.doc_text)
-    doc_vecs = encode(model, tok, [data.doc_text[d] for d in docids], args.max_length)
+    doc_vecs = encode(model, tok, [data.doc_text[d] for d in docids], args.max_length, args.bf16)
     test_q = sorted(data.test_qrels)
-    q_vecs = encode(model, tok, [queries[q] for q in test_q], 64)
+    q_vecs = encode(model, tok, [queries[q] for q in test_q], 64, args.bf16)
     sims = q_vecs @ doc_vecs.T
     top = np.argsort(-sims, axis=1)[:, :100]
     run = Ranking.from_scores(

@@ -25,7 +25,7 @@ from irkit.evaluate import compare, evaluate
 from irkit.retrieve.fusion import linear
 from irkit.tune import artifacts
 from irkit.tune.adapters import count_params
-from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, build_examples, rerank_candidates
+from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, autocast, build_examples, rerank_candidates
 
 WEIGHTS = [round(w, 2) for w in np.arange(0.0, 1.01, 0.1)]
 
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--pooling", default="mean")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--patience", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training and reranking")
     ap.add_argument("--no-cache", action="store_true", help="do not cache frozen-backbone outputs (connected)")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: at most this many examples / queries")
     ap.add_argument("--out", type=Path, default=None, help="save the selected model as an adapter artifact here")
@@ -99,6 +100,7 @@ def main() -> None:
         seed=args.seed,
         patience=args.patience,
         log_path=str(log),
+        bf16=args.bf16,
     )
     print(f"{len(examples)} training examples, {len(dev_qids)} dev queries; trainable {trainable:,} / {total:,}")
 
@@ -109,12 +111,13 @@ def main() -> None:
     if args.method == "connected":
         model.encoder.enable_tap_cache(False)  # test pairs are seen once: no cache
     # interpolation weight chosen on dev (reranker scores of the selected model)
-    dev_ce = rerank(model, tok, data, dev_qids, args.dev_depth, args.max_length)
-    dev_by_w = {w: ndcg(fuse(data.bm25, dev_ce, w, args.dev_depth), data.dev_qrels) for w in WEIGHTS}
-    best_w = max(WEIGHTS, key=lambda w: (dev_by_w[w], -abs(w - 0.5)))
-    t0 = time.perf_counter()
-    test_ce = rerank(model, tok, data, test_qids, args.test_depth, args.max_length)
-    test_s = time.perf_counter() - t0
+    with autocast(args.bf16):
+        dev_ce = rerank(model, tok, data, dev_qids, args.dev_depth, args.max_length)
+        dev_by_w = {w: ndcg(fuse(data.bm25, dev_ce, w, args.dev_depth), data.dev_qrels) for w in WEIGHTS}
+        best_w = max(WEIGHTS, key=lambda w: (dev_by_w[w], -abs(w - 0.5)))
+        t0 = time.perf_counter()
+        test_ce = rerank(model, tok, data, test_qids, args.test_depth, args.max_length)
+        test_s = time.perf_counter() - t0
     bm25 = data.bm25.subset(test_qids)
     test_qrels = data.test_qrels.subset(test_qids)
     fused = fuse(data.bm25, test_ce, best_w, args.test_depth)

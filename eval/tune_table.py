@@ -1,9 +1,9 @@
-"""Collect eval/results/tune_{ce,bi}_*.json into the method x seed tables of eval/results/tune.md.
+"""Collect eval/results/tune_grid/{ce,bi}_<tag>_s<seed>.json into the tables of eval/results/tune.md.
 
     python eval/tune_table.py            # prints both tables (markdown)
 
-Each row: mean over the seeds that were run, the std of test nDCG@10 across seeds
-(training stability), trainable-parameter share and training wall time.
+Each row: mean ± sample std over the seeds that were run (the std of test nDCG@10 is the
+training-stability measure), trainable-parameter share and mean training wall time.
 """
 
 from __future__ import annotations
@@ -14,40 +14,40 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ["zero-shot", "full", "houlsby", "lora", "bitfit", "connected"]
+RESULTS = Path(__file__).resolve().parent / "results" / "tune_grid"
+ORDER = ["zero-shot", "full", "houlsby", "lora", "bitfit", "connected", "connected-3ep"]
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean ± sample std`` over seeds (the std is the training-stability measure)."""
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
 def table(kind: str) -> str:
     runs: dict[str, list[dict]] = defaultdict(list)
-    for path in sorted(RESULTS.glob(f"tune_{kind}_*.json")):
-        r = json.loads(path.read_text(encoding="utf-8"))
-        runs[r["method"]].append(r)
+    for path in sorted(RESULTS.glob(f"{kind}_*_s*.json")):
+        tag = path.stem[len(kind) + 1 :].rsplit("_s", 1)[0]
+        runs[tag].append(json.loads(path.read_text(encoding="utf-8")))
     if kind == "ce":
         head = (
-            "| method | seeds | rerank nDCG@10 | fused w/ BM25 nDCG@10 | p (fused vs BM25) | std nDCG@10 "
+            "| method | seeds | rerank nDCG@10 | fused w/ BM25 nDCG@10 | p fused vs BM25 (per seed) "
             "| trainable % | train s |"
         )
     else:
-        head = "| method | seeds | nDCG@10 | R@100 | std nDCG@10 | trainable % | train s |"
+        head = "| method | seeds | nDCG@10 | R@100 | trainable % | train s |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for method in sorted(runs, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
         rs = runs[method]
         pct = f"{rs[0]['trainable_pct']:.2f}" if "trainable_pct" in rs[0] else "0"
         wall = f"{np.mean([r['train_wall_s'] for r in rs]):.0f}" if "train_wall_s" in rs[0] else "-"
         if kind == "ce":
-            ce = [r["ce"]["nDCG@10"] for r in rs]
-            fused = [r["fused"]["nDCG@10"] for r in rs]
-            p = ", ".join(f"{r['fused']['p_vs_bm25']:.3g}" for r in rs)
-            std = f"{np.std(ce):.4f}" if len(rs) > 1 else "n/a (1 seed)"
-            lines.append(
-                f"| {method} | {len(rs)} | {np.mean(ce):.4f} | {np.mean(fused):.4f} | {p} | {std} | {pct} | {wall} |"
-            )
+            p = ", ".join(f"{r['fused']['p_vs_bm25']:.2g}" for r in rs)
+            cells = [mean_std([r["ce"]["nDCG@10"] for r in rs]), mean_std([r["fused"]["nDCG@10"] for r in rs]), p]
         else:
-            nd = [r["test"]["nDCG@10"] for r in rs]
-            rc = [r["test"]["R@100"] for r in rs]
-            std = f"{np.std(nd):.4f}" if len(rs) > 1 else "n/a (1 seed)"
-            lines.append(f"| {method} | {len(rs)} | {np.mean(nd):.4f} | {np.mean(rc):.4f} | {std} | {pct} | {wall} |")
+            cells = [mean_std([r["test"]["nDCG@10"] for r in rs]), mean_std([r["test"]["R@100"] for r in rs])]
+        lines.append(f"| {method} | {len(rs)} | {' | '.join(cells)} | {pct} | {wall} |")
     return "\n".join(lines)
 
 

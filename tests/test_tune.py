@@ -247,18 +247,21 @@ def test_build_examples_never_uses_a_positive_as_negative(scifact_dir: Path) -> 
         assert len(ex.negatives) == 5 and ex.positive not in ex.negatives
 
 
-@pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder"])
+@pytest.mark.parametrize(("kind", "bf16"), [("cross-encoder", False), ("bi-encoder", False), ("cross-encoder", True)])
 def test_training_a_two_layer_model_end_to_end_decreases_loss(
-    kind: str, tiny_dir: Path, tmp_path: Path, scifact_dir: Path
+    kind: str, bf16: bool, tiny_dir: Path, tmp_path: Path, scifact_dir: Path
 ) -> None:
-    """Real trainer, real SciFact texts, 2-layer random backbone with connected adapters."""
+    """Real trainer, real SciFact texts, 2-layer random backbone with connected adapters (fp32 or bf16 autocast)."""
     examples = _scifact_examples(scifact_dir, n_queries=16, n_negatives=3)
     model, tok = artifacts.build(kind, str(tiny_dir), {"method": "connected", "rank": 16})
     log = tmp_path / "loss.jsonl"
     lr = 3e-2 if kind == "cross-encoder" else 5e-3
     cfg = TrainConfig(
-        epochs=6, batch_size=4, n_negatives=3, lr=lr, max_length=64, warmup=0, patience=9, log_path=str(log)
+        epochs=6, batch_size=4, n_negatives=3, lr=lr, max_length=64, warmup=0, patience=9, log_path=str(log), bf16=bf16
     )
+    dtypes: set[torch.dtype] = set()
+    first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    first_linear.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
     dev_scores: list[float] = []
 
     def dev(m: torch.nn.Module) -> float:
@@ -271,6 +274,8 @@ def test_training_a_two_layer_model_end_to_end_decreases_loss(
     first = sum(result.losses[:per_epoch]) / per_epoch
     last = sum(result.losses[-per_epoch:]) / per_epoch
     assert last < 0.7 * first, (first, last)
+    assert dtypes == ({torch.bfloat16} if bf16 else {torch.float32})
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
     records = [json.loads(x) for x in log.read_text().splitlines()]
     assert sum("loss" in r for r in records) == result.steps
     assert records[-1]["done"] is True

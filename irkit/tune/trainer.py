@@ -55,6 +55,7 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = once per epoch
     grad_clip: float = 1.0
     log_path: str | None = None
+    bf16: bool = False  # bfloat16 autocast: ~2-2.5x faster on CPUs with AVX512-BF16, fp32 master weights
 
 
 @dataclass
@@ -147,7 +148,7 @@ class Trainer:
                 padding=True,
                 return_tensors="pt",
             )
-            logits = self.model(**enc).logits.view(len(batch), n)
+            logits = self.model(**enc).logits.float().view(len(batch), n)
             target = torch.zeros(len(batch), dtype=torch.long)
             return nn.functional.cross_entropy(logits, target)
         q = embed(self.model, self.tokenizer, [ex.query for ex in batch], cfg.query_max_length)
@@ -193,7 +194,7 @@ class Trainer:
             """Dev check; returns True when training should stop."""
             nonlocal best_state, bad_evals
             self.model.eval()
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(cfg.bf16):
                 score = float(dev(self.model))  # type: ignore[misc]
             self.model.train()
             result.dev_history.append((step, score))
@@ -215,7 +216,8 @@ class Trainer:
             order = list(range(len(train)))
             rng.shuffle(order)
             for i in range(0, len(order), cfg.batch_size):
-                loss = self._loss([train[j] for j in order[i : i + cfg.batch_size]])
+                with autocast(cfg.bf16):
+                    loss = self._loss([train[j] for j in order[i : i + cfg.batch_size]])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -247,10 +249,15 @@ class Trainer:
         return result
 
 
+def autocast(enabled: bool) -> torch.autocast:
+    """bfloat16 autocast on CPU when ``enabled`` (a no-op context otherwise)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def embed(model: nn.Module, tokenizer, texts: Sequence[str], max_length: int) -> torch.Tensor:
     """Mean-pooled, L2-normalised embeddings of ``texts`` (one padded batch; the bi-encoder contract)."""
     enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    hidden = model(enc["input_ids"], enc["attention_mask"]).last_hidden_state
+    hidden = model(enc["input_ids"], enc["attention_mask"]).last_hidden_state.float()
     return nn.functional.normalize(pool(hidden, enc["attention_mask"], "mean"), dim=-1)
 
 
