@@ -1,14 +1,19 @@
 """Collect eval/results/tune_grid/{ce,bi}_<tag>_s<seed>.json into the tables of eval/results/tune.md.
 
-    python eval/tune_table.py            # prints both tables (markdown)
+    python eval/tune_table.py                       # prints both tables (markdown)
+    python eval/tune_table.py --results DIR --check eval/results/tune_grid_expected.json
 
 Each row: mean ± sample std over the seeds that were run (the std of test nDCG@10 is the
 training-stability measure), trainable-parameter share and mean training wall time.
+``--check`` is the regression: every mean nDCG@10 of a rerun grid must lie within ``--tol`` of
+the committed one (bf16 arithmetic and thread scheduling make reruns differ slightly).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,6 +23,26 @@ RESULTS = Path(__file__).resolve().parent / "results" / "tune_grid"
 ORDER = ["zero-shot", "full", "houlsby", "lora", "bitfit", "connected", "connected-3ep"]
 
 
+def collect(results: Path, kind: str) -> dict[str, list[dict]]:
+    """``tag -> [result per seed]`` for one model kind (``bi`` or ``ce``)."""
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(results.glob(f"{kind}_*_s*.json")):
+        tag = path.stem[len(kind) + 1 :].rsplit("_s", 1)[0]
+        runs[tag].append(json.loads(path.read_text(encoding="utf-8")))
+    return dict(sorted(runs.items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER)))
+
+
+def means(results: Path) -> dict[str, float]:
+    """Mean test nDCG@10 per ``kind/tag`` (reranker alone and fused for the cross-encoder)."""
+    out = {}
+    for tag, rs in collect(results, "bi").items():
+        out[f"bi/{tag}"] = float(np.mean([r["test"]["nDCG@10"] for r in rs]))
+    for tag, rs in collect(results, "ce").items():
+        out[f"ce/{tag}"] = float(np.mean([r["ce"]["nDCG@10"] for r in rs]))
+        out[f"ce/{tag}/fused"] = float(np.mean([r["fused"]["nDCG@10"] for r in rs]))
+    return out
+
+
 def mean_std(values: list[float]) -> str:
     """``mean ± sample std`` over seeds (the std is the training-stability measure)."""
     if len(values) == 1:
@@ -25,11 +50,7 @@ def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
-def table(kind: str) -> str:
-    runs: dict[str, list[dict]] = defaultdict(list)
-    for path in sorted(RESULTS.glob(f"{kind}_*_s*.json")):
-        tag = path.stem[len(kind) + 1 :].rsplit("_s", 1)[0]
-        runs[tag].append(json.loads(path.read_text(encoding="utf-8")))
+def table(results: Path, kind: str) -> str:
     if kind == "ce":
         head = (
             "| method | seeds | rerank nDCG@10 | fused w/ BM25 nDCG@10 | p fused vs BM25 (per seed) "
@@ -38,8 +59,7 @@ def table(kind: str) -> str:
     else:
         head = "| method | seeds | nDCG@10 | R@100 | trainable % | train s |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for method in sorted(runs, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
-        rs = runs[method]
+    for method, rs in collect(results, kind).items():
         pct = f"{rs[0]['trainable_pct']:.2f}" if "trainable_pct" in rs[0] else "0"
         wall = f"{np.mean([r['train_wall_s'] for r in rs]):.0f}" if "train_wall_s" in rs[0] else "-"
         if kind == "ce":
@@ -51,8 +71,29 @@ def table(kind: str) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print("Cross-encoder (rerank BM25 top-k, SciFact test)\n")
-    print(table("ce"))
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=RESULTS, help="directory of per-run JSON files")
+    ap.add_argument("--check", type=Path, default=None, help="expected means (JSON); exit 1 on a deviation")
+    ap.add_argument("--tol", type=float, default=0.01, help="allowed |rerun mean - expected| (default 0.01)")
+    ap.add_argument("--write-expected", type=Path, default=None, help="save this grid's means as the expected file")
+    args = ap.parse_args()
+    print("Cross-encoder (rerank BM25 top-100, SciFact test)\n")
+    print(table(args.results, "ce"))
     print("\nBi-encoder (exact dense search, SciFact test)\n")
-    print(table("bi"))
+    print(table(args.results, "bi"))
+    got = means(args.results)
+    if args.write_expected is not None:
+        args.write_expected.write_text(json.dumps(got, indent=2) + "\n", encoding="utf-8")
+    if args.check is None:
+        return 0
+    expected = json.loads(args.check.read_text(encoding="utf-8"))
+    bad = {k: (got.get(k), v) for k, v in expected.items() if k not in got or abs(got[k] - v) > args.tol}
+    for key, (value, want) in bad.items():
+        print(f"FAIL {key}: {value} vs expected {want:.4f} ± {args.tol}")
+    print(f"\n{len(expected) - len(bad)}/{len(expected)} means within ±{args.tol}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
