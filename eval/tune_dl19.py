@@ -1,10 +1,12 @@
-"""Out-of-domain check of a tuned cross-encoder artifact: rerank the TREC DL 2019 BM25 top-k.
+"""Rerank a BM25 top-k with a tuned cross-encoder artifact: TREC DL 2019 or SciFact test.
 
-The SciFact-trained default is applied unchanged (no DL19 tuning): reranker alone, and
-min-max fusion with BM25 at the weight stored in the artifact (chosen on the SciFact dev slice).
+The artifact is applied unchanged: reranker alone, and min-max fusion with BM25 at the weight
+stored in the artifact (chosen on the SciFact dev slice). DL19 is the out-of-domain check of the
+SciFact-trained default; ``--data scifact`` reranks the BM25 top-k of the 300 SciFact test queries.
 
     nice -n 10 python eval/tune_dl19.py --model irkit/resources/cross-encoder-minilm --depth 100 \
         --results eval/results/tune_dl19.json
+    python eval/tune_dl19.py --data scifact --depth 100 --results eval/results/cross_encoder_minilm_top100.json
 """
 
 from __future__ import annotations
@@ -31,15 +33,24 @@ DL19 = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data")) / "tr
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "irkit" / "resources" / "cross-encoder-minilm"))
+    ap.add_argument("--data", choices=["dl19", "scifact"], default="dl19")
     ap.add_argument("--depth", type=int, default=100)
     ap.add_argument("--results", required=True)
     args = ap.parse_args()
     torch.set_num_threads(2)
 
-    topics = read_topics_tsv(DL19 / "topics.tsv")
-    qrels = read_qrels(DL19 / "qrels.txt")
-    bm25 = read_run(DL19 / "bm25-top100.run", topics)
-    texts = {d.docid: d.contents for d in read_corpus(DL19 / "passages.jsonl")}
+    if args.data == "dl19":
+        topics = read_topics_tsv(DL19 / "topics.tsv")
+        qrels = read_qrels(DL19 / "qrels.txt")
+        bm25 = read_run(DL19 / "bm25-top100.run", topics)
+        texts = {d.docid: d.contents for d in read_corpus(DL19 / "passages.jsonl")}
+    else:
+        from tune_common import load_scifact
+
+        data = load_scifact()
+        qrels, texts = data.test_qrels, data.doc_text
+        topics = data.queries.subset(sorted(qrels))
+        bm25 = data.bm25.subset(list(topics))
     cfg = read_config(args.model)
     model, tok = load_cross_encoder(args.model)
     t0 = time.perf_counter()
@@ -52,6 +63,7 @@ def main() -> None:
     fused = Ranking.from_scores(linear([bm25.top_k(args.depth), ce], [1.0 - w, w]), topics)
     cmp = {c.name: c.p_value for c in compare(bm25, {"ce": ce, "fused": fused}, qrels)}
     report = {
+        "data": args.data,
         "depth": args.depth,
         "weight": w,
         "pairs_per_s": sum(len(v) for v in scores.values()) / wall,
