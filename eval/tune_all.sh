@@ -7,7 +7,7 @@
 # `python eval/tune_table.py` renders the tables. ~2 h on 2 quiet cores (AVX512-BF16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=eval/results/tune_grid
+OUT=${OUT:-eval/results/tune_grid}  # OUT=<dir>: a rerun to compare with tune_table.py --check
 mkdir -p "$OUT"
 rank() { case "$1" in houlsby|lora) echo 16 ;; *) echo 32 ;; esac; }
 run() {  # run KIND METHOD SEED [extra args]
