@@ -13,7 +13,7 @@ from irkit.cli import main
 from irkit.data.docstore import Doc
 from irkit.data.io import read_qrels, read_queries, read_run
 from irkit.errors import IrkitError
-from irkit.index.bm25 import Bm25Index, build_bm25_index
+from irkit.index.bm25 import BM25Index, build_bm25_index
 from irkit.index.dense import DenseIndex, build_dense_index
 from irkit.retrieve.bm25 import BM25
 from irkit.retrieve.dense import Dense
@@ -73,7 +73,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_run_naming_docids_absent_from_the_store(tiny: dict[str, Path], tmp_path: Path) -> None:
     (tmp_path / "run.trec").write_text("q1 Q0 d1 1 2.0 x\nq1 Q0 ghost 2 1.0 x\n")
     run = read_run(tmp_path / "run.trec")
-    store = Bm25Index.load(tiny["bm25"]).docstore
+    store = BM25Index.load(tiny["bm25"]).docstore
     with pytest.raises(IrkitError, match="docid 'ghost' is not in the docstore") as err:
         store.get_many(run["q1"][0])
     assert err.value.path == str(store.path)
@@ -111,7 +111,7 @@ def _damage(index: Path, tmp_path: Path, how: str) -> tuple[Path, str, str]:
 @pytest.mark.parametrize("how", ["missing manifest", "bad JSON", "missing field", "missing file", "changed bytes"])
 def test_corrupt_or_missing_manifest(tiny: dict[str, Path], tmp_path: Path, kind: str, how: str) -> None:
     copy, message, where = _damage(tiny[kind], tmp_path, how)
-    load = DenseIndex.load if kind == "dense" else Bm25Index.load
+    load = DenseIndex.load if kind == "dense" else BM25Index.load
     stage = Dense if kind == "dense" else BM25
     for opener in (load, stage):
         with pytest.raises(IrkitError, match=message) as err:

@@ -13,7 +13,8 @@ from irkit.data.docstore import Doc, DocStore
 from irkit.data.io import read_topics_tsv
 from irkit.data.types import Ranking
 from irkit.errors import IrkitError
-from irkit.rerank.icr import ICR, passage_text
+from irkit.pipeline.stage import doc_text
+from irkit.rerank.icr import ICR
 
 torch = pytest.importorskip("torch")
 
@@ -41,7 +42,7 @@ def icr(tokenizer) -> ICR:
 
 
 def test_spans_match_retokenisation(icr: ICR, passages: list[Doc]) -> None:
-    texts = [passage_text(p) for p in passages[:5]]
+    texts = [doc_text(p) for p in passages[:5]]
     p = icr.prompt("how long do fleas live", texts)
     tok = icr.llm.tokenizer
     # the ids the model sees are exactly what the whole prompt text tokenises to
@@ -60,7 +61,7 @@ def test_hook_rows_equal_eager_attentions(tokenizer, passages: list[Doc]) -> Non
     eager.load_state_dict(model.state_dict())
     icr = ICR(tiny_llm(tokenizer, initializer_range=0.3), max_doc_tokens=32)
     icr.llm.model.load_state_dict(model.state_dict())
-    p = icr.prompt("what is a flea", [passage_text(d) for d in passages[:4]])
+    p = icr.prompt("what is a flea", [doc_text(d) for d in passages[:4]])
     ids = p.prefix + p.suffix
     rows = icr.query_rows(ids, len(p.prefix), keep_layers=True)
     with torch.inference_mode():
@@ -78,7 +79,7 @@ def test_hook_rows_equal_eager_attentions(tokenizer, passages: list[Doc]) -> Non
 def test_kv_reuse_equals_full_recompute(icr: ICR, passages: list[Doc]) -> None:
     from transformers import DynamicCache
 
-    texts = [passage_text(d) for d in passages[:6]]
+    texts = [doc_text(d) for d in passages[:6]]
     real, calib = icr.prompt("flea lifespan", texts), icr.prompt("N/A", texts)
     assert real.prefix == calib.prefix
     n = len(real.prefix)
@@ -114,12 +115,15 @@ def test_transform_is_a_permutation(icr: ICR, passages: list[Doc], dl19_dir: Pat
         ranked, scores = out[q]
         assert sorted(ranked) == sorted(docids)
         assert list(scores) == sorted(scores, reverse=True)
+        assert out.meta[q] == {"forward_passes": 2}
+        # the first-stage score of each document travels with it
+        assert dict(zip(ranked, out.column("input_score", q), strict=True)) == dict(zip(docids, run[q][1], strict=True))
     assert out.docstore is store and icr.params()["max_doc_tokens"] == 48
 
 
 def test_truncation_and_context_limit(tokenizer, passages: list[Doc]) -> None:
     short = ICR(tiny_llm(tokenizer, context=512), max_doc_tokens=16)
-    p = short.prompt("q", [passage_text(d) for d in passages[:3]])
+    p = short.prompt("q", [doc_text(d) for d in passages[:3]])
     for s, e in p.spans:
         assert e - s <= 16 + 4  # the budget plus the "[i] " label
     with pytest.raises(IrkitError, match="at most 512"):

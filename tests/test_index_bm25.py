@@ -9,16 +9,16 @@ import pytest
 
 from irkit.data.io import read_corpus
 from irkit.errors import IrkitError
-from irkit.index.bm25 import Bm25Index, build_bm25_index
+from irkit.index.bm25 import BM25Index, build_bm25_index
 from irkit.index.manifest import sha256_file
 
 
 @pytest.fixture(scope="module")
-def bm25_index(tmp_path_factory: pytest.TempPathFactory, scifact_slice: Path) -> Bm25Index:
+def bm25_index(tmp_path_factory: pytest.TempPathFactory, scifact_slice: Path) -> BM25Index:
     return build_bm25_index(scifact_slice, tmp_path_factory.mktemp("bm25") / "idx", show_progress=False)
 
 
-def test_manifest_and_lucene_contents(bm25_index: Bm25Index, scifact_slice: Path) -> None:
+def test_manifest_and_lucene_contents(bm25_index: BM25Index, scifact_slice: Path) -> None:
     from irkit._java import autoclass
 
     m = json.loads((bm25_index.path / "manifest.json").read_text())
@@ -40,7 +40,7 @@ def test_manifest_and_lucene_contents(bm25_index: Bm25Index, scifact_slice: Path
     assert bm25_index.docstore.docids() == [d.docid for d in docs]
 
 
-def test_existing_output_is_refused(bm25_index: Bm25Index, scifact_slice: Path) -> None:
+def test_existing_output_is_refused(bm25_index: BM25Index, scifact_slice: Path) -> None:
     with pytest.raises(IrkitError, match="output exists"):
         build_bm25_index(scifact_slice, bm25_index.path, show_progress=False)
-    assert Bm25Index.load(bm25_index.path).manifest["doc_count"] == 300
+    assert BM25Index.load(bm25_index.path).manifest["doc_count"] == 300

@@ -21,11 +21,10 @@ from irkit.errors import IrkitError
 from irkit.index.bm25 import build_bm25_index
 from irkit.index.dense import build_dense_index
 from irkit.pipeline.config import load_pipeline, to_dict, to_yaml
-from irkit.pipeline.stage import Then, TopK
+from irkit.pipeline.operators import Fuse, Then, TopK, rrf
 from irkit.rerank.cross_encoder import CrossEncoder
 from irkit.retrieve.bm25 import BM25
 from irkit.retrieve.dense import Dense
-from irkit.retrieve.fusion import Fuse, rrf
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "pipelines"
 
@@ -117,7 +116,7 @@ def test_linear_fusion_weights(bm25: BM25, dense: Dense, data: Dataset) -> None:
 
 
 def test_reranker_given_plain_queries_is_an_error(ce_dir: Path, data: Dataset) -> None:
-    with pytest.raises(IrkitError, match="without candidates; put a retriever before it"):
+    with pytest.raises(IrkitError, match="given bare queries; put a retriever before it"):
         CrossEncoder(str(ce_dir))(data.queries)
 
 

@@ -86,9 +86,10 @@ def llm():
 
 def test_scoring_matches_unbatched_log_likelihood(llm) -> None:
     prp = PRP(llm, mode="scoring", batch_size=3)
+    before = llm.forward_passes
     prompts = [PROMPT.format(query="fleas", a=f"passage {i}", b=f"other text {i * 7}") for i in range(5)]
     answers = prp.ask(prompts)
-    assert prp.forward_passes == 2  # 5 prompts in batches of 3
+    assert llm.forward_passes - before == 2  # 5 prompts in batches of 3
     for prompt, answer in zip(prompts, answers, strict=True):
         ids = llm.prompt_ids(prompt)
         loglik = {}
@@ -108,7 +109,8 @@ def test_llm_rerank_counts_and_permutation(llm, variant: str, tmp_path: Path) ->
     prp = PRP(llm, variant=variant, k=2, batch_size=4)
     out = prp(run)
     assert sorted(out["q1"][0]) == sorted(d.docid for d in docs)
-    stats = prp.stats["q1"]
+    stats = out.meta["q1"]
+    assert len(stats["outcomes"]) == stats["comparisons"]
     assert stats["llm_calls"] == 2 * stats["comparisons"]
     if variant == "allpair":
         assert stats["comparisons"] == 10 and stats["forward_passes"] == 5  # 20 prompts in batches of 4
@@ -122,4 +124,4 @@ def test_generation_mode_parses_output(llm) -> None:
     prp = PRP(llm, mode="generation", variant="allpair")
     scores = prp.score("flea", ["a flea lives a year", "bananas are yellow", "fleas jump"])
     assert scores.sum() == pytest.approx(3.0)  # every pair hands out exactly one point
-    assert prp.llm_calls == 6 and prp.forward_passes >= 1
+    assert prp.llm_calls == 6 and prp.query_meta()["forward_passes"] >= 1

@@ -1,4 +1,4 @@
-"""``irkit index``: build dense (FAISS) and BM25 (Lucene) indexes from a corpus; show an index's manifest."""
+"""``irkit index``: build an index of any registered kind from a corpus; show an index's manifest."""
 
 from __future__ import annotations
 
@@ -6,8 +6,20 @@ import argparse
 import json
 from pathlib import Path
 
+# parameters every build function takes that the command sets itself
+_COMMON = ("corpus_or_docs", "out_dir", "overwrite", "show_progress")
+
+
+def _builders() -> dict[str, object]:
+    from irkit.index import KINDS
+
+    return {name: kind.get("build") for name, kind in KINDS.items()}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from irkit.cli.options import add_options
+    from irkit.index import KINDS
+
     p = sub.add_parser(
         "index",
         help="build and inspect indexes",
@@ -17,14 +29,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     b = actions.add_parser(
         "build",
-        help="build a dense or BM25 index from a corpus",
+        help="build an index of any kind from a corpus",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Build an index directory from a corpus. The index is written to a hidden temporary directory\n"
             "next to --out and renamed when complete, so an interrupted build never leaves a loadable half\n"
-            "index. A dense build checkpoints its encoding every --chunk-size documents: rerun the same\n"
-            "command after a crash and it resumes. The documents are stored inside the index, so rerankers\n"
-            "can fetch their texts later."
+            "index. Long builds checkpoint their work: rerun the same command after a crash and it resumes.\n"
+            "The documents are stored inside the index, so rerankers can fetch their texts later.\n"
+            "Each --type has its own options (below); they default to the Python API's defaults."
         ),
         epilog=(
             "examples:\n"
@@ -33,40 +45,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  irkit index build --type dense --corpus corpus.jsonl --out indexes/hnsw --factory HNSW32"
         ),
     )
-    b.add_argument("--type", required=True, choices=["dense", "bm25"], help="index kind")
+    b.add_argument("--type", required=True, choices=sorted(KINDS), help="index kind")
     b.add_argument(
         "--corpus",
         required=True,
-        help="a BEIR directory (with corpus.jsonl), a corpus .jsonl file (_id, title, text), or an ir_datasets id",
+        help="a BEIR directory (with corpus.jsonl), a corpus .jsonl file (_id, title, text), or a dataset name",
     )
     b.add_argument("--out", required=True, type=Path, help="index directory to create")
     b.add_argument("--overwrite", action="store_true", help="replace --out if it already holds an index")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
-    dense = b.add_argument_group("dense options")
-    dense.add_argument("--model", default="minilm", help="bi-encoder: a registered name or a local path (minilm)")
-    dense.add_argument(
-        "--factory",
-        default="Flat",
-        help="FAISS index_factory string: Flat (exact), HNSW32, IVF1024,Flat, IVF256,PQ32 ... (Flat)",
-    )
-    dense.add_argument("--batch-size", type=int, default=32, help="encoding batch size (32)")
-    dense.add_argument("--max-length", type=int, default=256, help="tokens per document; longer ones are cut (256)")
-    dense.add_argument("--chunk-size", type=int, default=2048, help="documents per resumable checkpoint (2048)")
-    bm25 = b.add_argument_group("bm25 options")
-    bm25.add_argument("--threads", type=int, default=2, help="Lucene indexing threads (2)")
-    b.set_defaults(func=run)
+    b.set_defaults(func=run, option_owners=add_options(b, _builders(), _COMMON, "build options"))
 
     i = actions.add_parser("info", help="print an index's manifest", description="Print the manifest of an index.")
     i.add_argument("index", type=Path, help="index directory")
-    i.add_argument("--verify", action="store_true", help="also check every file against its checksum")
+    i.add_argument("--verify", action="store_true", help="also check every file against its sha256 checksum")
     i.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from irkit.index.manifest import read_manifest
+    from irkit import index
+    from irkit.cli.options import chosen
 
     if args.action == "info":
-        manifest = read_manifest(args.index, verify=args.verify)
+        manifest = index.read_manifest(args.index, verify=args.verify)
         manifest["files"] = f"{len(manifest['files'])} files" + (", checksums verified" if args.verify else "")
         print(json.dumps(manifest, indent=2))
         return 0
@@ -76,25 +77,7 @@ def run(args: argparse.Namespace) -> int:
         from irkit.data.datasets import load_dataset
 
         corpus = load_dataset(args.corpus, split=None)
-    if args.type == "dense":
-        from irkit.index.dense import build_dense_index
-
-        index = build_dense_index(
-            corpus,
-            args.out,
-            model=args.model,
-            factory=args.factory,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            chunk_size=args.chunk_size,
-            overwrite=args.overwrite,
-            show_progress=not args.quiet,
-        )
-    else:
-        from irkit.index.bm25 import build_bm25_index
-
-        index = build_bm25_index(
-            corpus, args.out, threads=args.threads, overwrite=args.overwrite, show_progress=not args.quiet
-        )
-    print(f"wrote {index!r}")
+    options = chosen(args, args.option_owners, args.type)
+    built = index.build(args.type, corpus, args.out, overwrite=args.overwrite, show_progress=not args.quiet, **options)
+    print(f"wrote {built!r}")
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from irkit.data.docstore import Doc
 from irkit.data.io import read_corpus, read_qrels, read_queries
 from irkit.data.types import Qrels, Queries
 from irkit.errors import IrkitError
+from irkit.paths import data_root
 
 
 @dataclass
@@ -32,9 +32,9 @@ def beir_dir(name: str | Path) -> Path | None:
     p = Path(name)
     if (p / "corpus.jsonl").is_file():
         return p
-    root = os.environ.get("IRKIT_DATA")
-    if root and (Path(root) / name / "corpus.jsonl").is_file():
-        return Path(root) / name
+    root = data_root()
+    if root is not None and (root / name / "corpus.jsonl").is_file():
+        return root / name
     return None
 
 

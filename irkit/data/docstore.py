@@ -67,6 +67,31 @@ class DocStore:
         os.replace(tmp, path)
         return cls(path)
 
+    @classmethod
+    def for_corpus(cls, corpus: str | Path) -> DocStore:
+        """A store for a corpus file: a ``.sqlite`` store as it is; a ``.jsonl`` corpus built once into the cache.
+
+        The cached copy is keyed by the corpus's absolute path, size and modification time,
+        so a changed corpus gets a new store and jobs over the same corpus share one.
+        """
+        import hashlib
+
+        from irkit.data.io import read_corpus
+        from irkit.paths import cache_dir
+
+        corpus = Path(corpus)
+        if corpus.suffix in (".sqlite", ".db"):
+            return cls(corpus)
+        if not corpus.is_file():
+            raise IrkitError("corpus file not found", path=corpus)
+        st = corpus.stat()
+        key = hashlib.sha256(f"{corpus.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
+        path = cache_dir("docstores") / f"{corpus.stem}-{key}.sqlite"
+        if path.is_file():
+            return cls(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls.build(path, read_corpus(corpus))
+
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:

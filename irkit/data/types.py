@@ -82,16 +82,26 @@ class Ranking:
 
     Carries the queries it answers and, optionally, the ``DocStore`` its docids
     live in, so a downstream reranker can fetch texts without extra wiring.
+    ``columns`` holds extra per-document values aligned with each list (a reranker
+    keeps the score it was given as ``"input_score"``, so it can be interpolated with
+    its first stage without retrieving twice); ``meta`` holds per-query facts a stage
+    reports (e.g. model calls spent on the query).
     """
 
     results: dict[str, tuple[list[str], np.ndarray]]
     queries: Queries | None = None
     docstore: DocStore | None = None
+    columns: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for qid, (docids, scores) in self.results.items():
             if len(docids) != len(scores):
                 raise IrkitError(f"query {qid!r}: {len(docids)} docids but {len(scores)} scores")
+        for name, col in self.columns.items():
+            for qid, values in col.items():
+                if qid not in self.results or len(values) != len(self.results[qid][0]):
+                    raise IrkitError(f"column {name!r} of query {qid!r} does not match its ranked list")
 
     @classmethod
     def from_scores(
@@ -105,8 +115,8 @@ class Ranking:
         for qid, d in scores.items():
             docids = list(d)
             vals = np.fromiter((d[x] for x in docids), dtype=np.float64, count=len(docids))
-            results[str(qid)] = _sorted(docids, vals)
-        return cls(results, queries, docstore)
+            results[str(qid)] = (docids, vals)
+        return cls.from_lists(results, queries, docstore)
 
     @classmethod
     def from_lists(
@@ -114,13 +124,20 @@ class Ranking:
         results: Mapping[str, tuple[list[str], Iterable[float]]],
         queries: Queries | None = None,
         docstore: DocStore | None = None,
+        columns: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        meta: dict[str, dict[str, Any]] | None = None,
     ) -> Ranking:
-        """Build from ``qid -> (docids, scores)``; sorts each list by descending score."""
-        return cls(
-            {str(q): _sorted(list(d), np.asarray(list(s), dtype=np.float64)) for q, (d, s) in results.items()},
-            queries,
-            docstore,
-        )
+        """Build from ``qid -> (docids, scores)`` (and aligned ``columns``); sorts each list by descending score."""
+        out: dict[str, tuple[list[str], np.ndarray]] = {}
+        cols: dict[str, dict[str, np.ndarray]] = {name: {} for name in columns or {}}
+        for q, (d, s) in results.items():
+            docids, scores = list(d), np.asarray(list(s), dtype=np.float64)
+            order = np.argsort(-scores, kind="stable")  # ties keep their input order
+            out[str(q)] = ([docids[i] for i in order], scores[order])
+            for name, col in (columns or {}).items():
+                if q in col:
+                    cols[name][str(q)] = np.asarray(col[q])[order]
+        return cls(out, queries, docstore, cols, dict(meta or {}))
 
     def __len__(self) -> int:
         return len(self.results)
@@ -140,20 +157,42 @@ class Ranking:
     def items(self) -> Iterable[tuple[str, tuple[list[str], np.ndarray]]]:
         return self.results.items()
 
+    def column(self, name: str, qid: str) -> np.ndarray:
+        """The extra column ``name`` of query ``qid``, aligned with its ranked list."""
+        try:
+            return self.columns[name][qid]
+        except KeyError:
+            raise IrkitError(f"the ranking has no column {name!r} for query {qid!r}") from None
+
+    def cut(self, keep: Mapping[str, np.ndarray | slice]) -> Ranking:
+        """Keep, per query, the positions ``keep[qid]`` selects (a slice or an index/bool array); columns follow."""
+        results: dict[str, tuple[list[str], np.ndarray]] = {}
+        for q, (d, s) in self.results.items():
+            sel = keep.get(q, slice(None))
+            idx = np.arange(len(d))[sel]
+            results[q] = ([d[i] for i in idx], s[idx])
+        columns = {
+            name: {q: v[np.arange(len(v))[keep.get(q, slice(None))]] for q, v in col.items()}
+            for name, col in self.columns.items()
+        }
+        return Ranking(results, self.queries, self.docstore, columns, self.meta)
+
     def top_k(self, k: int) -> Ranking:
         """Keep the best ``k`` documents of each query."""
         if k < 1:
             raise IrkitError(f"top-k cutoff must be >= 1, got {k}")
-        return self.replace({q: (d[:k], s[:k]) for q, (d, s) in self.results.items()})
+        return self.cut(dict.fromkeys(self.results, slice(0, k)))
 
     def replace(self, results: dict[str, tuple[list[str], np.ndarray]]) -> Ranking:
-        """A ranking with new results that keeps this one's queries and docstore."""
+        """A ranking with new results that keeps this one's queries and docstore (and no columns)."""
         return Ranking(results, self.queries, self.docstore)
 
     def subset(self, qids: Iterable[str]) -> Ranking:
         qids = [q for q in qids if q in self.results]
         queries = self.queries.subset([q for q in qids if q in self.queries]) if self.queries else None
-        return Ranking({q: self.results[q] for q in qids}, queries, self.docstore)
+        columns = {name: {q: col[q] for q in qids if q in col} for name, col in self.columns.items()}
+        meta = {q: self.meta[q] for q in qids if q in self.meta}
+        return Ranking({q: self.results[q] for q in qids}, queries, self.docstore, columns, meta)
 
     def to_dict(self) -> dict[str, dict[str, float]]:
         """``qid -> docid -> score`` (the form ir-measures and pytrec_eval take)."""
@@ -170,22 +209,29 @@ class Ranking:
         df = pd.DataFrame(rows, columns=["qid", "docno", "score", "rank"])
         if self.queries is not None:
             df.insert(1, "query", [self.queries.texts.get(q, "") for q in df["qid"]])
+        for name, col in self.columns.items():
+            parts = [col.get(q, np.full(len(d), np.nan)) for q, (d, _) in self.results.items()]
+            df[name] = np.concatenate(parts) if parts else []
         return df
 
     @classmethod
     def from_dataframe(cls, df: pd.DataFrame, docstore: DocStore | None = None) -> Ranking:
-        """From a frame with ``qid, docno, score`` columns (PyTerrier's names)."""
+        """From a frame with ``qid, docno, score`` columns (PyTerrier's names); other numeric columns are kept."""
         missing = {"qid", "docno", "score"} - set(df.columns)
         if missing:
             raise IrkitError(f"dataframe lacks columns {sorted(missing)}")
+        extra = [c for c in df.columns if c not in ("qid", "query", "docno", "score", "rank")]
         results: dict[str, tuple[list[str], np.ndarray]] = {}
+        columns: dict[str, dict[str, np.ndarray]] = {c: {} for c in extra}
         for qid, group in df.groupby("qid", sort=False):
-            results[str(qid)] = _sorted([str(d) for d in group["docno"]], group["score"].to_numpy(np.float64))
+            results[str(qid)] = ([str(d) for d in group["docno"]], group["score"].to_numpy(np.float64))
+            for c in extra:
+                columns[c][str(qid)] = group[c].to_numpy()
         queries = None
         if "query" in df.columns:
             first = df.drop_duplicates("qid")
             queries = Queries(dict(zip(first["qid"].astype(str), first["query"].astype(str), strict=True)))
-        return cls(results, queries, docstore)
+        return cls.from_lists(results, queries, docstore, columns)
 
 
 @dataclass
@@ -224,9 +270,3 @@ class Qrels:
         for q, d, g in zip(df["qid"], df["docno"], df["label"], strict=True):
             judgments.setdefault(str(q), {})[str(d)] = int(g)
         return cls(judgments)
-
-
-def _sorted(docids: list[str], scores: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Sort by descending score; ties keep their input order (stable)."""
-    order = np.argsort(-scores, kind="stable")
-    return [docids[i] for i in order], scores[order]

@@ -20,7 +20,7 @@ LUCENE_DIR = "lucene"
 _STORE_FLAGS = ("-storePositions", "-storeDocvectors", "-storeRaw", "-quiet")
 
 
-class Bm25Index:
+class BM25Index:
     """A loaded BM25 index directory: the Lucene index path, its DocStore and manifest."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], docstore: DocStore) -> None:
@@ -29,8 +29,8 @@ class Bm25Index:
         self.lucene_dir = path.resolve() / LUCENE_DIR
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True) -> Bm25Index:
-        """Open an index directory, checking its manifest (and, with ``verify``, file checksums)."""
+    def load(cls, path: str | Path, verify: bool = False) -> BM25Index:
+        """Open an index directory, checking its manifest (``verify``: hash every file, not only changed ones)."""
         path = Path(path)
         manifest = read_manifest(path, "bm25", verify=verify)
         return cls(path, manifest, DocStore(path / DOCSTORE))
@@ -39,7 +39,7 @@ class Bm25Index:
         return int(self.manifest["doc_count"])
 
     def __repr__(self) -> str:
-        return f"Bm25Index({str(self.path)!r}, {len(self)} docs)"
+        return f"BM25Index({str(self.path)!r}, {len(self)} docs)"
 
 
 def build_bm25_index(
@@ -48,7 +48,7 @@ def build_bm25_index(
     threads: int = 2,
     overwrite: bool = False,
     show_progress: bool = True,
-) -> Bm25Index:
+) -> BM25Index:
     """Index a corpus for BM25 into the directory ``out_dir`` (Lucene index + DocStore + manifest).
 
     ``corpus_or_docs`` is a ``corpus.jsonl`` path, a BEIR directory, a Dataset or an
@@ -92,7 +92,7 @@ def build_bm25_index(
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Bm25Index.load(out, verify=False)
+    return BM25Index.load(out)
 
 
 def _written(docs: Iterable[Doc], f: Any) -> Iterator[Doc]:

@@ -65,8 +65,8 @@ class DenseIndex:
             )
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True) -> DenseIndex:
-        """Open an index directory, checking its manifest (and, with ``verify``, file checksums)."""
+    def load(cls, path: str | Path, verify: bool = False) -> DenseIndex:
+        """Open an index directory, checking its manifest (``verify``: hash every file, not only changed ones)."""
         path = Path(path)
         manifest = read_manifest(path, "dense", verify=verify)
         try:
@@ -200,7 +200,7 @@ def build_dense_index(
             },
         )
     shutil.rmtree(work, ignore_errors=True)
-    return DenseIndex.load(out, verify=False)
+    return DenseIndex.load(out)
 
 
 def _reset_if_stale(work: Path, key: dict[str, Any]) -> None:

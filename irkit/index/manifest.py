@@ -37,11 +37,16 @@ def sha256_file(path: Path) -> str:
 
 
 def file_checksums(root: Path) -> dict[str, dict[str, Any]]:
-    """``relative path -> {sha256, bytes}`` for every file under ``root`` except the manifest."""
+    """``relative path -> {sha256, bytes, mtime_ns}`` for every file under ``root`` except the manifest."""
     out = {}
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.name != MANIFEST:
-            out[p.relative_to(root).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            st = p.stat()
+            out[p.relative_to(root).as_posix()] = {
+                "sha256": sha256_file(p),
+                "bytes": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+            }
     return out
 
 
@@ -62,12 +67,14 @@ def write_manifest(root: Path, info: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def read_manifest(root: str | Path, kind: str | None = None, verify: bool = True) -> dict[str, Any]:
+def read_manifest(root: str | Path, kind: str | None = None, verify: bool = False) -> dict[str, Any]:
     """The manifest of index directory ``root``, checked against the files it lists.
 
-    Raises IrkitError naming the path for a missing directory or manifest, bad JSON,
-    a missing field, a missing file, a size or (with ``verify``) checksum mismatch,
-    or an index of another ``kind`` than asked for.
+    Opening is cheap: every listed file must exist with its recorded size, and only a file
+    whose modification time differs from the manifest's is hashed (``verify=True`` hashes
+    every file: ``irkit index info --verify``). Raises IrkitError naming the path for a
+    missing directory or manifest, bad JSON, a missing field, a missing file, a size or
+    checksum mismatch, or an index of another ``kind`` than asked for.
     """
     root = Path(root)
     if not root.is_dir():
@@ -91,14 +98,10 @@ def read_manifest(root: str | Path, kind: str | None = None, verify: bool = True
             raise IrkitError(f"index file {rel!r} listed in the manifest is missing", path=root)
         if p.stat().st_size != meta["bytes"]:
             raise IrkitError(f"index file {rel!r} has {p.stat().st_size} bytes, manifest says {meta['bytes']}", path=p)
-        if verify and sha256_file(p) != meta["sha256"]:
+        changed = verify or p.stat().st_mtime_ns != meta.get("mtime_ns")
+        if changed and sha256_file(p) != meta["sha256"]:
             raise IrkitError(f"index file {rel!r} does not match its manifest checksum (corrupt or modified)", path=p)
     return manifest
-
-
-def index_type(root: str | Path) -> str:
-    """``"dense"`` or ``"bm25"``, read from the manifest (without verifying checksums)."""
-    return str(read_manifest(root, verify=False)["type"])
 
 
 def work_dir(out_dir: Path) -> Path:

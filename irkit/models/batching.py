@@ -6,6 +6,7 @@ row means short texts never pay for long ones (the main cost on variable-length 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -42,3 +43,17 @@ def sorted_batches(
             arr[mask] = np.concatenate([rows[i] for i in idx])
             padded[key] = torch.from_numpy(arr)
         yield idx, padded, torch.from_numpy(mask)
+
+
+@contextlib.contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """Inference mode with the model in eval mode (no dropout), restoring its training flag after."""
+    import torch
+
+    training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(training)

@@ -17,11 +17,12 @@ piece toggled; end-to-end numbers against sentence-transformers: ``eval/results/
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from irkit.errors import IrkitError
-from irkit.models.batching import sorted_batches
+from irkit.models.batching import evaluating, sorted_batches
 from irkit.models.onednn import OneDNNLinears
 from irkit.models.registry import resolve
 
@@ -40,24 +41,35 @@ class BiEncoder:
         normalize: bool = True,
         onednn: bool = True,
     ) -> None:
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
         from irkit.tune.artifacts import is_artifact, load_bi_encoder
 
-        self.name = str(model)
         path = resolve(model)
         try:
             if is_artifact(path):  # a bi-encoder tuned by irkit.tune (backbone + adapters)
-                self.model, self.tokenizer = load_bi_encoder(path)
+                net, tokenizer = load_bi_encoder(path)
             else:
-                self.tokenizer = AutoTokenizer.from_pretrained(path)
-                self.model = AutoModel.from_pretrained(path).eval()
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                net = AutoModel.from_pretrained(path).eval()
         except (OSError, ValueError) as e:
             raise IrkitError(
                 f"cannot load encoder {model!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "
                 "pass a local model directory, a registered name or a cached hub id"
             ) from None
+        self._setup(str(model), net, tokenizer, max_length, normalize, onednn)
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, max_length: int = 256, normalize: bool = True) -> BiEncoder:
+        """Wrap a model already in memory (e.g. one being tuned); it encodes as it is, in eval mode."""
+        self = cls.__new__(cls)
+        self._setup("in-memory", model, tokenizer, max_length, normalize, True)
+        return self
+
+    def _setup(self, name: str, model: Any, tokenizer: Any, max_length: int, normalize: bool, onednn: bool) -> None:
+        import torch
+
+        self.name, self.model, self.tokenizer = name, model, tokenizer
         self.max_length = max_length
         self.normalize = normalize
         self._fast = OneDNNLinears(enabled=onednn)
@@ -89,7 +101,7 @@ class BiEncoder:
         batches = sorted_batches(
             {"input_ids": ids}, batch_size, self.tokenizer.pad_token_id or 0, "encode", show_progress
         )
-        with torch.inference_mode(), self._fast(self.model):
+        with evaluating(self.model), self._fast(self.model):
             for idx, inputs, mask in batches:
                 hidden = self.model(**inputs, attention_mask=mask.long()).last_hidden_state
                 vec = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)

@@ -12,9 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from irkit import paths
 from irkit.errors import IrkitError
 from irkit.models.registry import package_dir, resolve
 
@@ -23,8 +27,7 @@ QWEN_SHA256_PREFIX = "1d961463"
 
 def cache_dir() -> Path:
     """Where converted model copies live: ``$IRKIT_CACHE/models`` or ``~/.cache/irkit/models``."""
-    root = os.environ.get("IRKIT_CACHE") or Path.home() / ".cache" / "irkit"
-    return Path(root) / "models"
+    return paths.cache_dir("models")
 
 
 def gguf_copy(name: str, gguf: Path) -> Path:
@@ -94,7 +97,12 @@ def qwen_coder_path() -> Path:
 
 
 class CausalLM:
-    """A causal LM and its tokenizer, with the chat template and context limit the rerankers need."""
+    """A causal LM and its tokenizer: chat template, context limit, and batched scoring and generation.
+
+    Prompts are batched with left padding (position ids follow the mask), so the last
+    position of every row is its own next token: ICR, PRP and query rewriters share this
+    one backend. ``forward_passes`` counts model invocations (a generation step is one).
+    """
 
     def __init__(self, model: str | Path = "smollm2", dtype: str = "float32") -> None:
         import torch
@@ -121,6 +129,7 @@ class CausalLM:
             tokenizer.pad_token = tokenizer.eos_token
         #: positions the model was trained for; longer prompts are refused
         self.max_context: int = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        self.forward_passes = 0
 
     def chat(self, user: str) -> str:
         """``user`` wrapped in the tokenizer's chat template, ready for the assistant's reply."""
@@ -151,6 +160,88 @@ class CausalLM:
                 f"{what}: prompt is {n_tokens} tokens but model {self.name!r} takes at most {self.max_context}; "
                 "rerank fewer candidates or lower max_doc_tokens"
             )
+
+    def batch(self, ids: Sequence[Sequence[int]], what: str = "prompt") -> tuple[Any, Any]:
+        """Left-padded ``(input_ids, attention_mask)`` tensors; a row longer than the context is refused."""
+        import torch
+
+        for x in ids:
+            self.check_length(len(x), what)
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for r, x in enumerate(ids):
+            input_ids[r, width - len(x) :] = torch.tensor(list(x), dtype=torch.long)
+            mask[r, width - len(x) :] = 1
+        return input_ids, mask
+
+    def next_token_logits(
+        self, prompts: Sequence[str], tokens: Sequence[int], lead: Sequence[int] = (), batch_size: int = 8
+    ) -> np.ndarray:
+        """Logits of ``tokens`` as the next token after each chat-templated prompt followed by ``lead``.
+
+        Returns ``(len(prompts), len(tokens))`` float32, one forward pass per ``batch_size`` prompts.
+        """
+        import torch
+
+        out = np.zeros((len(prompts), len(tokens)), dtype=np.float32)
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            input_ids, mask = self.batch([self.prompt_ids(p) + list(lead) for p in chunk])
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    logits_to_keep=1,
+                ).logits[:, -1]
+            self.forward_passes += 1
+            out[start : start + len(chunk)] = logits[:, list(tokens)].float().numpy()
+        return out
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        *,
+        lead: str = "",
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """The reply to each chat-templated prompt (the reply starts with ``lead``, which is not returned).
+
+        Greedy when ``temperature`` is 0, else nucleus sampling seeded with ``seed`` at the start
+        of every batch, so the same prompts in the same batches give the same replies.
+        """
+        import torch
+
+        if max_new_tokens < 1 or batch_size < 1 or temperature < 0 or not 0 < top_p <= 1:
+            raise IrkitError(
+                f"generate needs max_new_tokens >= 1, batch_size >= 1, temperature >= 0 and 0 < top_p <= 1, got "
+                f"{max_new_tokens}, {batch_size}, {temperature}, {top_p}"
+            )
+        lead_ids = self.encode(lead) if lead else []
+        replies: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            input_ids, mask = self.batch([self.prompt_ids(p) + lead_ids for p in chunk])
+            self.check_length(input_ids.shape[1] + max_new_tokens, "prompt and reply")
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+            torch.manual_seed(seed)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    **({"do_sample": False} | sampling),
+                )
+            new = out[:, input_ids.shape[1] :]
+            self.forward_passes += new.shape[1]
+            replies += self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return replies
 
     def __repr__(self) -> str:
         return f"CausalLM({self.name!r})"

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -32,24 +34,29 @@ from typing import Any
 import yaml
 
 from irkit.errors import IrkitError
-from irkit.pipeline.stage import Stage, Then, TopK
+from irkit.pipeline.operators import METHODS, Fuse, Then, TopK, check_neighbours
+from irkit.pipeline.stage import Kind, Stage
 
-# stage name -> "module:Class"; a new stage registers with one line here (imported on first use)
-STAGES: dict[str, str] = {
+# stage name -> "module:Class" (imported on first use) or the class; a new stage registers with one line here
+STAGES: dict[str, str | type[Stage]] = {
     "bm25": "irkit.retrieve.bm25:BM25",
     "dense": "irkit.retrieve.dense:Dense",
+    "run_file": "irkit.retrieve.run_file:RunFile",
     "cross_encoder": "irkit.rerank.cross_encoder:CrossEncoder",
     "icr": "irkit.rerank.icr:ICR",
     "prp": "irkit.rerank.prp:PRP",
+    "interpolate": "irkit.pipeline.operators:Interpolate",
 }
 
 _FUSE_KEYS = {"fuse", "of", "k", "weights", "top_k"}
 
 
-def register(name: str, target: str) -> None:
-    """Add a stage name for YAML pipelines: ``target`` is ``"module:Class"``."""
-    if ":" not in target:
+def register(name: str, target: str | type[Stage]) -> None:
+    """Add a stage name for YAML pipelines: ``target`` is ``"module:Class"`` or the Stage class."""
+    if isinstance(target, str) and ":" not in target:
         raise IrkitError(f"stage target must be 'module:Class', got {target!r}")
+    if not isinstance(target, str) and not (isinstance(target, type) and issubclass(target, Stage)):
+        raise IrkitError(f"stage target must be 'module:Class' or a Stage subclass, got {target!r}")
     STAGES[name] = target
 
 
@@ -58,6 +65,8 @@ def stage_class(name: str) -> type[Stage]:
     target = STAGES.get(name)
     if target is None:
         raise IrkitError(f"unknown stage {name!r}; known stages: {', '.join(sorted([*STAGES, 'fuse', 'pipeline']))}")
+    if not isinstance(target, str):
+        return target
     module, cls = target.split(":")
     try:
         return getattr(importlib.import_module(module), cls)
@@ -126,14 +135,32 @@ def load_pipeline(source: str | Path | Mapping[str, Any]) -> Stage:
     return _steps(data["pipeline"], ("pipeline",), ctx)()
 
 
-Plan = Callable[[], Stage]
+class Plan:
+    """A validated step not yet built: what it consumes and produces are known before any model loads."""
+
+    def __init__(self, build: Callable[[], Stage], consumes: Kind, produces: Kind, label: str) -> None:
+        self.build, self.consumes, self.produces, self.label = build, consumes, produces, label
+
+    def __call__(self) -> Stage:
+        return self.build()
+
+    def __str__(self) -> str:
+        return self.label
 
 
 def _steps(steps: Any, where: tuple[str | int, ...], ctx: _Ctx) -> Plan:
     if not isinstance(steps, list) or not steps:
         raise ctx.error(where, "expected a non-empty list of steps")
     plans = [_step(s, (*where, i), ctx) for i, s in enumerate(steps)]
-    return plans[0] if len(plans) == 1 else lambda: Then([p() for p in plans])
+    for i, (a, b) in enumerate(itertools.pairwise(plans)):
+        try:
+            check_neighbours(a, a.produces, b, b.consumes)
+        except IrkitError as e:
+            raise ctx.error((*where, i + 1), str(e)) from None
+    if len(plans) == 1:
+        return plans[0]
+    label = " >> ".join(str(p) for p in plans)
+    return Plan(lambda: Then([p() for p in plans]), plans[0].consumes, plans[-1].produces, label)
 
 
 def _step(step: Any, where: tuple[str | int, ...], ctx: _Ctx) -> Plan:
@@ -153,14 +180,14 @@ def _step(step: Any, where: tuple[str | int, ...], ctx: _Ctx) -> Plan:
     if "top_k" not in step:
         return plan
     k = step["top_k"]
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ctx.error((*where, "top_k"), f"expected a positive integer, got {k!r}")
-    return lambda: TopK(plan(), k)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k < 2**31:
+        raise ctx.error((*where, "top_k"), f"expected a positive integer below 2**31, got {k!r}")
+    if plan.produces != "ranking":
+        raise ctx.error((*where, "top_k"), f"top_k cuts rankings, but {plan} produces {plan.produces}")
+    return Plan(lambda: TopK(plan(), k), plan.consumes, "ranking", f"{plan} % {k}")
 
 
 def _fuse(step: Mapping[str, Any], where: tuple[str | int, ...], ctx: _Ctx) -> Plan:
-    from irkit.retrieve.fusion import METHODS, Fuse
-
     extra = set(step) - _FUSE_KEYS
     if extra:
         key = sorted(extra)[0]
@@ -172,16 +199,24 @@ def _fuse(step: Mapping[str, Any], where: tuple[str | int, ...], ctx: _Ctx) -> P
     if not isinstance(of, list) or len(of) < 2:
         raise ctx.error((*where, "of"), "fuse needs a list 'of' at least two steps")
     plans = [_step(s, (*where, "of", i), ctx) for i, s in enumerate(of)]
+    for i, p in enumerate(plans):
+        if p.produces != "ranking" or p.consumes != plans[0].consumes:
+            raise ctx.error((*where, "of", i), f"fuse runs its steps on one input and fuses rankings; {p} does not fit")
     kwargs: dict[str, Any] = {"method": method}
     if "k" in step:
         _check(step["k"], int, (*where, "k"), ctx)
+        if step["k"] < 0:
+            raise ctx.error((*where, "k"), f"expected a non-negative integer, got {step['k']!r}")
         kwargs["k"] = step["k"]
     if "weights" in step:
         _check(step["weights"], list[float], (*where, "weights"), ctx)
         if len(step["weights"]) != len(plans):
             raise ctx.error((*where, "weights"), f"{len(step['weights'])} weights for {len(plans)} steps")
+        if not all(math.isfinite(w) for w in step["weights"]):
+            raise ctx.error((*where, "weights"), f"weights must be finite numbers, got {step['weights']!r}")
         kwargs["weights"] = [float(w) for w in step["weights"]]
-    return lambda: Fuse([p() for p in plans], **kwargs)
+    label = f"fuse({', '.join(str(p) for p in plans)})"
+    return Plan(lambda: Fuse([p() for p in plans], **kwargs), plans[0].consumes, "ranking", label)
 
 
 def _build(name: str, params: Any, where: tuple[str | int, ...], ctx: _Ctx) -> Plan:
@@ -215,7 +250,7 @@ def _build(name: str, params: Any, where: tuple[str | int, ...], ctx: _Ctx) -> P
         except IrkitError as e:
             raise ctx.error(where, str(e)) from None
 
-    return build
+    return Plan(build, cls.consumes, cls.produces, name)
 
 
 def _check(value: Any, hint: Any, where: tuple[str | int, ...], ctx: _Ctx) -> None:
@@ -278,8 +313,6 @@ def to_yaml(stage: Stage, path: str | Path | None = None) -> str:
 
 
 def _to_step(stage: Stage) -> dict[str, Any]:
-    from irkit.retrieve.fusion import Fuse
-
     if isinstance(stage, TopK):
         step = _to_step(stage.stage)
         return {**step, "top_k": stage.k} if "top_k" not in step else {"pipeline": [step], "top_k": stage.k}
@@ -290,7 +323,8 @@ def _to_step(stage: Stage) -> dict[str, Any]:
         step: dict[str, Any] = {"fuse": p.pop("method"), "of": [_to_step(s) for s in stage.stages]}
         return {**step, **p}
     name = type(stage).name
-    if name is None or STAGES.get(name) != f"{type(stage).__module__}:{type(stage).__name__}":
+    cls = type(stage)
+    if name is None or STAGES.get(name) not in (f"{cls.__module__}:{cls.__name__}", cls):
         raise IrkitError(f"{type(stage).__name__} has no YAML form: register it in irkit.pipeline.config.STAGES")
     return {name: _plain(stage.params())}
 

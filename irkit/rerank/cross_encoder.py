@@ -11,26 +11,30 @@ directory or a hub id). Speed on CPU (measured in ``eval/bench/rerank.py``):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from irkit.data.types import Ranking
 from irkit.errors import IrkitError
 from irkit.models import registry
-from irkit.models.batching import sorted_batches
-from irkit.pipeline.stage import Stage, StageInput, candidate_texts
+from irkit.models.batching import evaluating, sorted_batches
+from irkit.pipeline.stage import Reranker, doc_text
+
+if TYPE_CHECKING:
+    from irkit.data.docstore import Doc
 
 #: The default model: MiniLM + connected adapter trained by irkit.tune (irkit/resources/).
 DEFAULT_MODEL = "cross-encoder-minilm"
 
 
-class CrossEncoder(Stage):
+class CrossEncoder(Reranker):
     """Score (query, document) pairs with a sequence-classification model; as a stage, rerank a Ranking.
 
     The score is the model's logit when it has one label; with several labels it is the
-    log-probability of the last label (the "relevant" class by convention).
+    log-probability of the last label (the "relevant" class by convention). Documents are
+    read as ``Doc.contents`` (title and text), the rendering every text-reading stage uses.
     """
 
     name = "cross_encoder"
@@ -43,12 +47,22 @@ class CrossEncoder(Stage):
             max_length = _artifact_config(str(model)).get("max_length", 512)
         if max_length < 8 or batch_size < 1:
             raise IrkitError(f"max_length must be >= 8 and batch_size >= 1, got {max_length} and {batch_size}")
+        self._setup(str(model), *_load(str(model)), max_length, batch_size, onednn)
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, max_length: int = 512, batch_size: int = 32) -> CrossEncoder:
+        """Wrap a model already in memory (e.g. one being tuned); it is scored as it is, in eval mode."""
+        self = cls.__new__(cls)
+        self._setup("in-memory", model, tokenizer, max_length, batch_size, True)
+        return self
+
+    def _setup(self, name: str, model: Any, tokenizer: Any, max_length: int, batch_size: int, onednn: bool) -> None:
         import torch
 
         from irkit.models.onednn import OneDNNLinears
 
-        self.model_name, self.max_length, self.batch_size = str(model), max_length, batch_size
-        self.model, self.tokenizer = _load(self.model_name)
+        self.model_name, self.max_length, self.batch_size = name, max_length, batch_size
+        self.model, self.tokenizer = model, tokenizer
         self.onednn = onednn
         self._fast = OneDNNLinears(enabled=onednn)
         self._torch = torch
@@ -75,40 +89,21 @@ class CrossEncoder(Stage):
         enc = self.tokenize(pairs)
         size = batch_size or self.batch_size
         batches = sorted_batches(enc, size, self.tokenizer.pad_token_id or 0, "rerank", show_progress)
-        with torch.inference_mode(), self._fast(self.model):
+        with evaluating(self.model), self._fast(self.model):
             for idx, inputs, mask in batches:
                 logits = self.model(**inputs, attention_mask=mask.long()).logits.float()
                 scores = logits[:, 0] if logits.shape[-1] == 1 else torch.log_softmax(logits, -1)[:, -1]
                 out[idx] = scores.numpy()
         return out
 
-    def rank(
-        self, query: str, docs: Sequence[str], top_k: int | None = None, return_documents: bool = False
-    ) -> list[dict[str, Any]]:
-        """``[{"corpus_id": i, "score": s}, ...]`` for ``docs``, best first (sentence-transformers' form)."""
-        scores = self.predict([(query, d) for d in docs])
-        order = np.argsort(-scores, kind="stable")[: top_k if top_k is not None else len(docs)]
-        hits: list[dict[str, Any]] = []
-        for i in order:
-            hit: dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
-            if return_documents:
-                hit["text"] = docs[i]
-            hits.append(hit)
-        return hits
+    def score(self, query: str, docs: Sequence[Doc | str]) -> np.ndarray:
+        return self.predict([(query, doc_text(d)) for d in docs])
 
-    def transform(self, inp: StageInput) -> Ranking:
-        """Rescore every candidate with the query text and the document's ``Doc.contents``."""
-        run, queries, docstore = candidate_texts(inp, self)
-        pairs: list[tuple[str, str]] = []
-        spans: list[tuple[str, list[str], int]] = []
-        for qid, (docids, _) in run.items():
-            texts = [d.contents for d in docstore.get_many(docids)]
-            spans.append((qid, docids, len(pairs)))
-            query = queries[qid]
-            pairs.extend((query, t) for t in texts)
-        scores = self.predict(pairs)
-        results = {qid: (docids, scores[start : start + len(docids)]) for qid, docids, start in spans}
-        return Ranking.from_lists(results, run.queries, run.docstore)
+    def score_batch(self, items: Sequence[tuple[str, Sequence[Doc | str]]]) -> list[np.ndarray]:
+        """All queries' pairs in one length-sorted batching, so short lists fill whole batches."""
+        scores = self.predict([(q, doc_text(d)) for q, docs in items for d in docs])
+        bounds = np.cumsum([0] + [len(docs) for _, docs in items])
+        return [scores[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _artifact_config(model: str) -> dict[str, Any]:

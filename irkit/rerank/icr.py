@@ -26,10 +26,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from irkit.data.docstore import Doc
-from irkit.data.types import Ranking
 from irkit.errors import IrkitError
 from irkit.models.llm import CausalLM, load_llm
-from irkit.pipeline.stage import Stage, StageInput, candidate_texts
+from irkit.pipeline.stage import Reranker, doc_text
 
 ATTN_NAME = "irkit_query_rows"
 INSTRUCTION = "Here are some passages:"
@@ -46,13 +45,6 @@ class Prompt:
     spans: list[tuple[int, int]]  # token [start, end) of each document, in input (first-stage) order
     prefix_text: str
     suffix_text: str
-
-
-def passage_text(p: str | Doc) -> str:
-    """A document as the LLM rerankers show it: ``title\ntext`` (or just the text)."""
-    if isinstance(p, str):
-        return p
-    return f"{p.title}\n{p.text}" if p.title else p.text
 
 
 class _QueryRows:
@@ -103,7 +95,7 @@ def _install(model: Any) -> None:
         model.set_attn_implementation(ATTN_NAME)
 
 
-class ICR(Stage):
+class ICR(Reranker):
     """Rerank candidates by calibrated query-to-document attention in one long prompt."""
 
     name: ClassVar[str | None] = "icr"
@@ -123,7 +115,7 @@ class ICR(Stage):
             raise IrkitError(f"ICR needs a decoder with q_proj/k_proj attention layers; {self.llm.name!r} has none")
         _install(self.llm.model)
         #: model forward passes run so far (two per ranked query)
-        self.forward_passes = 0
+        self.forward_passes = self._passes = 0
 
     def params(self) -> dict[str, Any]:
         return {
@@ -181,18 +173,23 @@ class ICR(Stage):
         self.forward_passes += 1
         return capture
 
-    def score(self, query: str, passages: Sequence[str | Doc], what: str = "query") -> np.ndarray:
+    def query_meta(self) -> dict[str, Any]:
+        return {"forward_passes": self._passes}
+
+    def score(self, query: str, passages: Sequence[Doc | str]) -> np.ndarray:
         """ICR scores of ``passages`` (in input order) for ``query``: two forward passes."""
         import torch
         from transformers import DynamicCache
 
+        self._passes = 0
         if not passages:
             return np.zeros(0)
-        texts = [passage_text(p) for p in passages]
+        start = self.forward_passes
+        texts = [doc_text(p) for p in passages]
         real = self.prompt(query, texts)
         calib = self.prompt(self.calibration_query, texts)
         n = len(real.prefix)
-        self.llm.check_length(n + max(len(real.suffix), len(calib.suffix)), what)
+        self.llm.check_length(n + max(len(real.suffix), len(calib.suffix)), "ICR prompt")
         cache = DynamicCache(config=self.llm.model.config)
         base = self.query_rows(calib.prefix + calib.suffix, n, cache).total
         cache.crop(-len(calib.suffix))
@@ -202,12 +199,5 @@ class ICR(Stage):
             calibrated = attn[s:e] - base[s:e]
             keep = calibrated > calibrated.mean() - 2 * calibrated.std() if e - s > 1 else torch.ones(1, dtype=bool)
             scores[i] = float(calibrated[keep].sum())
+        self._passes = self.forward_passes - start
         return scores
-
-    def transform(self, inp: StageInput) -> Ranking:
-        cands, queries, docstore = candidate_texts(inp, self)
-        results = {}
-        for qid, (docids, _) in cands.items():
-            docs = docstore.get_many(docids)
-            results[qid] = (docids, self.score(queries[qid], docs, what=f"query {qid!r}"))
-        return Ranking.from_lists(results, cands.queries, cands.docstore)

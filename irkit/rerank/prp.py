@@ -16,7 +16,8 @@ Variants over N candidates (in first-stage order):
 
 ``comparator`` replaces the LLM with any function ``(query, passage_a, passage_b) -> "A" | "B"``.
 LLM use is counted: ``comparisons`` (pairs judged), ``llm_calls`` (prompts judged, two per
-pair) and ``forward_passes`` (batched model invocations); ``stats`` holds them per query.
+pair) and ``forward_passes`` (batched model invocations); a reranked ranking holds them per
+query in ``Ranking.meta``.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from itertools import combinations
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from irkit.data.types import Ranking
 from irkit.errors import IrkitError
 from irkit.models.llm import CausalLM, load_llm
-from irkit.pipeline.stage import Stage, StageInput, candidate_texts
-from irkit.rerank.icr import passage_text
+from irkit.pipeline.stage import Reranker, doc_text
+
+if TYPE_CHECKING:
+    from irkit.data.docstore import Doc
 
 PROMPT = (
     'Given a query "{query}", which of the following two passages is more relevant to the query? '
@@ -107,7 +109,7 @@ def sliding(n: int, passes: int, judge: Judge) -> list[int]:
     return order
 
 
-class PRP(Stage):
+class PRP(Reranker):
     """Rerank candidates by pairwise LLM preferences (allpair, heapsort top-k, or sliding passes)."""
 
     name: ClassVar[str | None] = "prp"
@@ -134,12 +136,9 @@ class PRP(Stage):
         self.llm = None if comparator is not None else load_llm(model)
         if self.llm is not None and mode == "scoring":
             self._lead, self._a, self._b = self._answer_tokens(self.llm)
-        elif self.llm is not None:
-            # the reply is started with "Passage" so the model only has to name the letter
-            self._lead = self.llm.encode("Passage")
-        self.comparisons = self.llm_calls = self.forward_passes = 0
-        #: per query id: {"comparisons", "llm_calls", "forward_passes"} of its last reranking
-        self.stats: dict[str, dict[str, int]] = {}
+        #: pairs judged and prompts asked so far (per query in the ranking's ``meta``)
+        self.comparisons = self.llm_calls = 0
+        self._last: dict[str, Any] = {}
 
     def params(self) -> dict[str, Any]:
         model = "custom" if self.llm is None else self.llm.name
@@ -168,56 +167,15 @@ class PRP(Stage):
 
     # -- asking the LLM -------------------------------------------------------------------------
 
-    def _batch(self, prompts: list[str], lead: list[int]) -> tuple[Any, Any]:
-        """Left-padded ids and attention mask for prompts in the chat template, each followed by ``lead``."""
-        import torch
-
-        assert self.llm is not None
-        ids = [self.llm.prompt_ids(p) + lead for p in prompts]
-        for x in ids:
-            self.llm.check_length(len(x), "PRP")
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self.llm.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for r, x in enumerate(ids):
-            input_ids[r, width - len(x) :] = torch.tensor(x)
-            mask[r, width - len(x) :] = 1
-        return input_ids, mask
-
     def ask(self, prompts: list[str]) -> list[str]:
-        """The answer ("A", "B" or "?") to each prompt."""
-        import torch
-
+        """The answer ("A", "B" or "?") to each prompt, in batches of ``batch_size`` on the shared LLM backend."""
         assert self.llm is not None
-        answers: list[str] = []
-        for start in range(0, len(prompts), self.batch_size):
-            chunk = prompts[start : start + self.batch_size]
-            with torch.inference_mode():
-                if self.mode == "scoring":
-                    input_ids, mask = self._batch(chunk, self._lead)
-                    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                    out = self.llm.model(
-                        input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
-                    )
-                    logits = out.logits[:, -1]
-                    answers += [
-                        "A" if a > b else "B" for a, b in zip(logits[:, self._a], logits[:, self._b], strict=True)
-                    ]
-                    self.forward_passes += 1
-                else:
-                    input_ids, mask = self._batch(chunk, self._lead)
-                    out = self.llm.model.generate(
-                        input_ids=input_ids,
-                        attention_mask=mask,
-                        max_new_tokens=2,
-                        do_sample=False,
-                        pad_token_id=self.llm.tokenizer.pad_token_id,
-                    )
-                    new = out[:, input_ids.shape[1] :]
-                    self.forward_passes += new.shape[1]
-                    texts = self.llm.tokenizer.batch_decode(new, skip_special_tokens=True)
-                    answers += [self.parse("Passage" + t) for t in texts]
-        return answers
+        if self.mode == "scoring":
+            logits = self.llm.next_token_logits(prompts, [self._a, self._b], self._lead, self.batch_size)
+            return ["A" if a > b else "B" for a, b in logits]
+        # the reply is started with "Passage" so the model only has to name the letter
+        texts = self.llm.generate(prompts, max_new_tokens=2, lead="Passage", batch_size=self.batch_size)
+        return [self.parse("Passage" + t) for t in texts]
 
     @staticmethod
     def parse(text: str) -> str:
@@ -245,36 +203,33 @@ class PRP(Stage):
                 seen[pair] = both_orders(answers[2 * n], answers[2 * n + 1])
             return [seen[p] if p in seen else 1.0 - seen[p[::-1]] for p in pairs]
 
+        run.seen = seen  # type: ignore[attr-defined]  # the outcomes so far, for query_meta
         return run
 
     # -- ranking ----------------------------------------------------------------------------------
 
-    def score(self, query: str, passages: Sequence[Any]) -> np.ndarray:
-        """PRP scores of ``passages`` (in input order); higher ranks first."""
-        texts = [passage_text(p) for p in passages]
+    def _calls(self) -> tuple[int, int, int]:
+        return self.comparisons, self.llm_calls, self.llm.forward_passes if self.llm is not None else 0
+
+    def query_meta(self) -> dict[str, Any]:
+        """Pairs judged, prompts and forward passes of the last ranked query, and each pair's outcome."""
+        return self._last
+
+    def score(self, query: str, docs: Sequence[Doc | str]) -> np.ndarray:
+        """PRP scores of ``docs`` (in input order); higher ranks first."""
+        texts = [doc_text(d) for d in docs]
         if self.llm is not None:
             texts = [self.llm.truncate(t, self.max_doc_tokens) for t in texts]
         n = len(texts)
+        before = self._calls()
         judge = self.judge(query, texts)
         if self.variant == "allpair":
-            return allpair(n, judge)
-        order = heap_top_k(n, self.k, judge) if self.variant == "sorting" else sliding(n, self.k, judge)
-        scores = np.zeros(n)
-        scores[order] = np.arange(n, 0, -1, dtype=np.float64)
+            scores = allpair(n, judge)
+        else:
+            order = heap_top_k(n, self.k, judge) if self.variant == "sorting" else sliding(n, self.k, judge)
+            scores = np.zeros(n)
+            scores[order] = np.arange(n, 0, -1, dtype=np.float64)
+        spent = (a - b for a, b in zip(self._calls(), before, strict=True))
+        self._last = dict(zip(("comparisons", "llm_calls", "forward_passes"), spent, strict=True))
+        self._last["outcomes"] = [[i, j, o] for (i, j), o in judge.seen.items()]  # type: ignore[attr-defined]
         return scores
-
-    def transform(self, inp: StageInput) -> Ranking:
-        cands, queries, docstore = candidate_texts(inp, self)
-        results = {}
-        for qid, (docids, _) in cands.items():
-            before = (self.comparisons, self.llm_calls, self.forward_passes)
-            results[qid] = (docids, self.score(queries[qid], docstore.get_many(docids)))
-            after = (self.comparisons, self.llm_calls, self.forward_passes)
-            self.stats[qid] = dict(
-                zip(
-                    ("comparisons", "llm_calls", "forward_passes"),
-                    (a - b for a, b in zip(after, before, strict=True)),
-                    strict=True,
-                )
-            )
-        return Ranking.from_lists(results, cands.queries, cands.docstore)

@@ -7,17 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from irkit.data.types import Ranking
+from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
-from irkit.index.bm25 import Bm25Index
-from irkit.pipeline.stage import Stage, StageInput, queries_of
+from irkit.index.bm25 import BM25Index
+from irkit.pipeline.stage import Retriever
 
 
-class BM25(Stage):
+class BM25(Retriever):
     """First-stage BM25 retriever: ``BM25(index="indexes/scifact-bm25") % 100``.
 
-    ``k1`` and ``b`` default to Anserini's (0.9, 0.4), the BEIR baseline settings.
-    The ranking carries the queries and the index's DocStore for downstream rerankers.
+    ``k1`` and ``b`` default to Anserini's (0.9, 0.4), the BEIR baseline settings; ``k`` is
+    the depth when no ``%`` cut asks for another. The ranking carries the queries and the
+    index's DocStore for downstream rerankers.
     """
 
     name = "bm25"
@@ -27,14 +28,11 @@ class BM25(Stage):
             raise IrkitError(f"BM25 needs k >= 1 and threads >= 1, got k={k}, threads={threads}")
         self.index_path = str(index)
         self.k1, self.b, self.k, self.threads = float(k1), float(b), int(k), int(threads)
-        self.index = Bm25Index.load(index)
+        self.index = BM25Index.load(index)
         self._searcher: Any = None
 
     def params(self) -> dict[str, Any]:
         return {"index": self.index_path, "k1": self.k1, "b": self.b, "k": self.k, "threads": self.threads}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_searcher": None}  # the JVM searcher is reopened where unpickled
 
     def searcher(self) -> Any:
         """The Pyserini ``LuceneSearcher`` (starts the JVM on first use)."""
@@ -48,12 +46,8 @@ class BM25(Stage):
             self._searcher.set_bm25(self.k1, self.b)
         return self._searcher
 
-    def transform(self, inp: StageInput) -> Ranking:
-        return self.transform_k(inp, self.k)
-
-    def transform_k(self, inp: StageInput, k: int) -> Ranking:
+    def retrieve(self, queries: Queries, k: int) -> Ranking:
         """Top ``k`` documents per query, searched in one batch on ``threads`` threads."""
-        queries = queries_of(inp, self)
         qids = list(queries)
         hits = self.searcher().batch_search([queries[q] for q in qids], qids, k=k, threads=self.threads) if qids else {}
         results = {}

@@ -7,18 +7,20 @@ from typing import Any
 
 import numpy as np
 
-from irkit.data.types import Ranking
+from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
 from irkit.index.dense import DenseIndex
-from irkit.pipeline.stage import Stage, StageInput, queries_of
+from irkit.pipeline.stage import VARIANTS, Retriever
 
 
-class Dense(Stage):
+class Dense(Retriever):
     """First-stage dense retriever: ``Dense(index="indexes/scifact-minilm") % 100``.
 
     ``model`` defaults to the one the index was built with (from its manifest); a model
     whose vectors have another dimension than the index is an IrkitError. ``search_params``
     are FAISS search-time settings such as ``"nprobe=16"`` (IVF) or ``"efSearch=128"`` (HNSW).
+    Weighted query variants (from a query rewriter) are combined in vector space:
+    ``normalise(sum_i w_i * encode(variant_i))``, then searched once.
     """
 
     name = "dense"
@@ -33,13 +35,10 @@ class Dense(Stage):
     ) -> None:
         if k < 1 or batch_size < 1:
             raise IrkitError(f"Dense needs k >= 1 and batch_size >= 1, got k={k}, batch_size={batch_size}")
-        self.index_path, self.model, self.k, self.batch_size = str(index), model, int(k), int(batch_size)
-        self.search_params = search_params
-        self._open()
-
-    def _open(self) -> None:
         from irkit.models.encoder import BiEncoder
 
+        self.index_path, self.model, self.k, self.batch_size = str(index), model, int(k), int(batch_size)
+        self.search_params = search_params
         self.index = DenseIndex.load(self.index_path)
         if self.search_params:
             self.index.set_search_params(self.search_params)
@@ -60,23 +59,32 @@ class Dense(Stage):
             p["search_params"] = self.search_params
         return p
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("index", "encoder")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._open()
-
-    def transform(self, inp: StageInput) -> Ranking:
-        return self.transform_k(inp, self.k)
-
-    def transform_k(self, inp: StageInput, k: int) -> Ranking:
+    def retrieve(self, queries: Queries, k: int) -> Ranking:
         """Top ``k`` documents per query by inner product of normalised vectors."""
-        queries = queries_of(inp, self)
+        qids = list(queries)
+        vectors = self.encoder.encode([queries[q] for q in qids], batch_size=self.batch_size)
+        return self.search_vectors(queries, vectors, k)
+
+    def retrieve_variants(self, queries: Queries, k: int) -> Ranking:
+        """One search per query, for the weighted sum of its variants' vectors (renormalised)."""
+        variants = queries.fields[VARIANTS]
+        qids = list(queries)
+        texts = [text for q in qids for text, _ in variants[q]]
+        encoded = self.encoder.encode(texts, batch_size=self.batch_size)
+        vectors = np.zeros((len(qids), self.index.dim), dtype=np.float32)
+        row = 0
+        for i, q in enumerate(qids):
+            weights = np.array([w for _, w in variants[q]], dtype=np.float32)
+            vectors[i] = weights @ encoded[row : row + len(weights)]
+            row += len(weights)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return self.search_vectors(queries, vectors / np.where(norms > 0, norms, 1.0), k)
+
+    def search_vectors(self, queries: Queries, vectors: np.ndarray, k: int) -> Ranking:
+        """Rank the index for query vectors (one row per query of ``queries``, in order)."""
         qids = list(queries)
         if not qids:
             return Ranking({}, queries, self.index.docstore)
-        vectors = self.encoder.encode([queries[q] for q in qids], batch_size=self.batch_size)
         scores, rows = self.index.search(vectors, k)
         docids = self.index.docids
         results = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from irkit.errors import IrkitError
-from irkit.index.bm25 import Bm25Index, build_bm25_index
+from irkit.index.bm25 import BM25Index, build_bm25_index
 from irkit.index.dense import DenseIndex, build_dense_index
 
 INDEXES = Path(__file__).resolve().parents[2] / "indexes"
@@ -30,7 +30,7 @@ def _matches(load, path: Path, **expected: object) -> bool:
 @pytest.fixture(scope="session")
 def scifact_bm25(scifact_dir: Path) -> Path:
     path = INDEXES / "scifact-bm25"
-    if not _matches(Bm25Index.load, path, doc_count=SCIFACT_DOCS):
+    if not _matches(BM25Index.load, path, doc_count=SCIFACT_DOCS):
         build_bm25_index(scifact_dir, path, overwrite=True, show_progress=False)
     return path
 

@@ -1,0 +1,18 @@
+"""Where irkit keeps things: the cache (``$IRKIT_CACHE``) and the evaluation data root (``$IRKIT_DATA``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir(sub: str) -> Path:
+    """``$IRKIT_CACHE/<sub>`` (default ``~/.cache/irkit/<sub>``): converted models, built docstores."""
+    root = os.environ.get("IRKIT_CACHE") or Path.home() / ".cache" / "irkit"
+    return Path(root) / sub
+
+
+def data_root(default: str | Path | None = None) -> Path | None:
+    """``$IRKIT_DATA`` (the directory datasets are named under), else ``default``."""
+    root = os.environ.get("IRKIT_DATA")
+    return Path(root) if root else (Path(default) if default is not None else None)
