@@ -103,7 +103,7 @@ def test_transform_reranks_with_docstore_texts(tiny_dir: Path, dl19_dir: Path, t
 
 def test_reranker_needs_candidates_and_texts(tiny_dir: Path) -> None:
     ce = CrossEncoder(str(tiny_dir))
-    with pytest.raises(IrkitError, match="without candidates"):
+    with pytest.raises(IrkitError, match="given bare queries"):
         ce(Queries({"1": "a query"}))
     with pytest.raises(IrkitError, match="no docstore"):
         ce(Ranking.from_lists({"1": (["d1"], [1.0])}, Queries({"1": "a query"})))

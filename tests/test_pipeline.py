@@ -21,7 +21,7 @@ from irkit.errors import IrkitError
 from irkit.index.bm25 import build_bm25_index
 from irkit.index.dense import build_dense_index
 from irkit.pipeline.config import load_pipeline, to_dict, to_yaml
-from irkit.pipeline.operators import Fuse, Then, TopK, rrf
+from irkit.pipeline.operators import Fuse, Interpolate, Then, TopK, rrf
 from irkit.rerank.cross_encoder import CrossEncoder
 from irkit.retrieve.bm25 import BM25
 from irkit.retrieve.dense import Dense
@@ -75,14 +75,15 @@ def dense(workdir: Path) -> Dense:
 
 
 def test_percent_binds_tighter_than_then_and_fuse(bm25: BM25, dense: Dense) -> None:
-    p = bm25 % 5 >> dense
+    mix = Interpolate()  # a ranking -> ranking stage that needs no model
+    p = bm25 % 5 >> mix
     assert isinstance(p, Then) and isinstance(p.stages[0], TopK) and p.stages[0].k == 5
     q = bm25 % 5 | dense % 7
     assert isinstance(q, Fuse) and [s.k for s in q.stages] == [5, 7]
     # >> binds tighter than |: without parentheses the reranker joins only the right branch
-    r = bm25 | dense >> bm25
+    r = bm25 | dense >> mix
     assert isinstance(r, Fuse) and isinstance(r.stages[1], Then)
-    assert isinstance((bm25 | dense) >> bm25, Then)
+    assert isinstance((bm25 | dense) >> mix, Then)
     assert isinstance((bm25 | dense) | bm25, Fuse) and len(((bm25 | dense) | bm25).stages) == 3
 
 
@@ -227,9 +228,9 @@ def test_round_trip_python_yaml_python(workdir: Path, ce_dir: Path, data: Datase
 
 
 def test_stage_without_yaml_form_is_refused(bm25: BM25) -> None:
-    from irkit.pipeline.stage import Stage
+    from irkit.pipeline.stage import Reranker
 
-    class Custom(Stage):
+    class Custom(Reranker):
         pass
 
     with pytest.raises(IrkitError, match="Custom has no YAML form"):

@@ -47,13 +47,13 @@ def main() -> None:
         f0, t = icr.forward_passes, time.perf_counter()
         icr.score(topics[qid], passages)
         t_icr = time.perf_counter() - t
-        c0, p0, t = prp.llm_calls, prp.forward_passes, time.perf_counter()
+        c0, p0, t = prp.llm_calls, llm.forward_passes, time.perf_counter()
         prp.score(topics[qid], passages)
         t_prp = time.perf_counter() - t
         tot_icr, tot_prp = tot_icr + t_icr, tot_prp + t_prp
         print(
             f"| {qid} | {t_icr:.1f} | {icr.forward_passes - f0} | {t_prp:.1f} | {prp.llm_calls - c0} "
-            f"| {prp.forward_passes - p0} | {t_icr / t_prp:.3f} |"
+            f"| {llm.forward_passes - p0} | {t_icr / t_prp:.3f} |"
         )
     print(
         f"mean ICR {tot_icr / len(qids):.1f} s, PRP-Sliding-10 {tot_prp / len(qids):.1f} s per query; "

@@ -110,7 +110,7 @@ def check_neighbours(a: object, produces: Kind, b: object, consumes: Kind) -> No
     if consumes == "ranking":
         hint = "it needs candidates: put a retriever between them"
     else:
-        hint = "it takes queries, so it goes before the retriever (a query rewriter) or starts the pipeline"
+        hint = "move it before the retriever (a query rewriter) or to the start of the pipeline"
     raise IrkitError(f"{b} cannot follow {a}: {a} produces {produces}, but {b} takes {consumes}; {hint}")
 
 

@@ -38,8 +38,9 @@ Kind = Literal["queries", "ranking"]
 ORIGINAL = "original"
 #: ``Queries.fields`` key holding weighted query variants ``[(text, weight), ...]`` for a retriever to combine
 VARIANTS = "variants"
-#: ``Ranking.columns`` key where a reranker keeps the score it was given
+#: ``Ranking.columns`` keys where a reranker keeps the score and the rank (from 1) each document had before it
 INPUT_SCORE = "input_score"
+INPUT_RANK = "input_rank"
 
 
 def as_input(x: object) -> StageInput:
@@ -194,8 +195,9 @@ class Reranker(Stage):
     """Ranking → Ranking. Implement ``score(query, docs) -> np.ndarray`` (one score per document).
 
     The base fetches each query's documents from the ranking's DocStore, re-sorts by the new
-    scores (ties keep the input order) and keeps the input scores as the ``"input_score"``
-    column, so ``Interpolate`` can mix them without running the first stage again. A method
+    scores (ties keep the input order) and keeps the input scores and ranks as the
+    ``"input_score"`` and ``"input_rank"`` columns, so ``Interpolate`` can mix them without
+    running the first stage again. A method
     that batches across queries overrides ``score_batch``; one that reports facts about each
     query (model calls, judgments) returns them from ``query_meta()``, which the base stores
     in ``Ranking.meta``.
@@ -252,7 +254,10 @@ class Reranker(Stage):
             facts = {} if batched else self.query_meta()
             if facts:
                 meta[group[0][0]] = {**run.meta.get(group[0][0], {}), **facts}
-        columns = {INPUT_SCORE: {q: s for q, (_, s) in run.items()}}
+        columns = {
+            INPUT_SCORE: {q: s for q, (_, s) in run.items()},
+            INPUT_RANK: {q: np.arange(1, len(d) + 1) for q, (d, _) in run.items()},
+        }
         meta = {**run.meta, **meta}
         return Ranking.from_lists(results, run.queries, run.docstore, columns, meta)
 
