@@ -44,6 +44,7 @@ _LAZY = {
     "PRP": "irkit.rerank.prp",
     "evaluate": "irkit.evaluate",
     "compare": "irkit.evaluate",
+    "CosineFilter": "irkit.filter.cosine_adapter",
 }
 
 __all__ = sorted(_LAZY)

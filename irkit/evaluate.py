@@ -99,3 +99,115 @@ def compare(baseline: Ranking, runs: Mapping[str, Ranking], qrels: Qrels, measur
         rows.append((name, float(b.mean()), float(a.mean()), p))
     adjusted = holm([r[3] for r in rows])
     return [Comparison(n, m, bm, p, ph) for (n, m, bm, p), ph in zip(rows, adjusted, strict=True)]
+
+
+# --- set-based evaluation of filtered rankings (retained sets, pooled pairs) -----------------------------------
+
+
+@dataclass
+class SetResult:
+    """Precision, recall and F1 of the retained sets (ir-measures ``SetP``/``SetR``/``SetF``, query means) and sizes.
+
+    ``kept`` is the number of results each judged query kept (0 for a query that kept none),
+    ``zero`` how many judged queries were left with no result.
+    """
+
+    precision: float
+    recall: float
+    f1: float
+    kept: dict[str, int]
+
+    @property
+    def kept_mean(self) -> float:
+        return float(np.mean(list(self.kept.values()))) if self.kept else 0.0
+
+    @property
+    def zero(self) -> int:
+        return sum(1 for n in self.kept.values() if n == 0)
+
+    def kept_quantiles(self, qs: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)) -> dict[float, float]:
+        """The distribution of results kept per query."""
+        sizes = np.array(list(self.kept.values()), dtype=np.float64)
+        return {q: float(np.quantile(sizes, q)) if len(sizes) else 0.0 for q in qs}
+
+
+def set_measures(run: Ranking, qrels: Qrels, rel: int = 1) -> SetResult:
+    """Set precision, recall and F1 of each judged query's retained list (relevant: grade >= ``rel``).
+
+    A query with an empty list (or absent from the run) scores 0 on all three, as trec_eval's
+    ``-c`` does for missing queries: a filter that drops everything is not rewarded.
+    """
+    names = [f"SetP(rel={rel})", f"SetR(rel={rel})", f"SetF(rel={rel})"]
+    result = evaluate(run, qrels, names)
+    kept = {q: len(run.results[q][0]) if q in run else 0 for q in result.per_query[names[0]]}
+    return SetResult(result[names[0]], result[names[1]], result[names[2]], kept)
+
+
+def pooled_pairs(run: Ranking, qrels: Qrels, rel: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, labels)`` of every (query, retrieved document) pair of the judged queries; label 1 if grade >= rel."""
+    scores, labels = [], []
+    for q, (docids, s) in run.items():
+        if q not in qrels:
+            continue
+        judged = qrels.judgments[q]
+        scores.append(np.asarray(s, dtype=np.float64))
+        labels.append(np.array([judged.get(d, 0) >= rel for d in docids], dtype=bool))
+    if not scores:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def pr_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(precision, recall, thresholds)`` of keeping ``score >= t`` for every distinct score ``t``, highest first.
+
+    Recall is relative to the positives among the pairs given (the pool a filter can keep from).
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    if scores.shape != labels.shape or scores.ndim != 1:
+        raise IrkitError(f"scores and labels must be 1-d arrays of one length, got {scores.shape} and {labels.shape}")
+    n_pos = int(labels.sum())
+    if n_pos == 0:
+        raise IrkitError("no relevant pair among the pairs: precision and recall are undefined")
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # end of each group of tied scores
+    tp = np.cumsum(y)[last]
+    kept = last + 1
+    return tp / kept, tp / n_pos, s[last]
+
+
+def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the precision–recall curve as average precision: ``sum_k (R_k - R_{k-1}) P_k``."""
+    precision, recall, _ = pr_curve(scores, labels)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def precision_at_recall(scores: np.ndarray, labels: np.ndarray, target: float = 0.95) -> float:
+    """The best precision of any threshold that keeps at least ``target`` of the positives (P@R95 by default)."""
+    precision, recall, _ = pr_curve(scores, labels)
+    return float(precision[recall >= target - 1e-12].max())
+
+
+THRESHOLD_RULES = ("recall", "precision", "f1")
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, rule: str = "recall", target: float = 0.95) -> float:
+    """One global threshold ``t`` (keep ``score >= t``) chosen on labelled pairs.
+
+    ``recall``: the largest ``t`` whose recall is >= ``target``; ``precision``: the smallest ``t``
+    (most recall) whose precision is >= ``target``; ``f1``: the ``t`` of maximal F1.
+    """
+    if rule not in THRESHOLD_RULES:
+        raise IrkitError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")
+    if rule != "f1" and not 0 < target <= 1:
+        raise IrkitError(f"the {rule} target must be in (0, 1], got {target}")
+    precision, recall, thresholds = pr_curve(scores, labels)
+    if rule == "recall":
+        return float(thresholds[np.argmax(recall >= target - 1e-12)])
+    if rule == "precision":
+        ok = np.flatnonzero(precision >= target - 1e-12)
+        if not len(ok):
+            raise IrkitError(f"no threshold reaches precision {target} (best {precision.max():.3f})")
+        return float(thresholds[ok[-1]])
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[np.argmax(f1)])

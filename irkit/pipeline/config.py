@@ -46,6 +46,7 @@ STAGES: dict[str, str | type[Stage]] = {
     "icr": "irkit.rerank.icr:ICR",
     "prp": "irkit.rerank.prp:PRP",
     "interpolate": "irkit.pipeline.operators:Interpolate",
+    "cosine_filter": "irkit.filter.cosine_adapter:CosineFilter",
 }
 
 _FUSE_KEYS = {"fuse", "of", "k", "weights", "top_k"}
