@@ -43,6 +43,7 @@ from irkit.filter.cosine_adapter import (
     map_logits,
     n_params,
     train,
+    training_set,
 )
 from irkit.index.bm25 import build_bm25_index
 from irkit.index.dense import build_dense_index
@@ -194,7 +195,7 @@ def indexes(tmp_path_factory: pytest.TempPathFactory, scifact_slice: Path, encod
 def saved(indexes: dict[str, Path], data: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A linear adapter trained behind dense index A on the slice's judged queries, saved."""
     run = Dense(indexes["a"], k=200)(data.queries)
-    flt = train(run, data.qrels, family="linear", dev_fraction=0.3, config=QUICK, show_progress=False)
+    flt = train(training_set(run, data.qrels, dev_fraction=0.3), "linear", config=QUICK, show_progress=False)
     return flt.save(tmp_path_factory.mktemp("filters") / "a-linear")
 
 
@@ -221,7 +222,8 @@ def test_filter_keeps_a_prefix_in_order_and_maps_monotonically(
 def test_training_moves_only_the_adapter(indexes: dict[str, Path], data: Dataset, tmp_path: Path) -> None:
     run = Dense(indexes["a"], k=200)(data.queries)
     log = tmp_path / "loss.jsonl"
-    flt = train(run, data.qrels, family="power", dev_fraction=0.3, config=QUICK, log_path=log, show_progress=False)
+    pairs = training_set(run, data.qrels, dev_fraction=0.3)
+    flt = train(pairs, "power", config=QUICK, log_path=log, show_progress=False)
     fresh = Dense(indexes["a"]).encoder.model.state_dict()
     for name, p in flt.encoder.model.named_parameters():
         assert p.grad is None, name
@@ -234,14 +236,14 @@ def test_training_moves_only_the_adapter(indexes: dict[str, Path], data: Dataset
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
     assert {"train_loss", "dev_loss", "dev_pr_auc"} <= set(records[0])
-    again = train(run, data.qrels, family="power", dev_fraction=0.3, config=QUICK, show_progress=False)
+    again = train(training_set(run, data.qrels, dev_fraction=0.3), "power", config=QUICK, show_progress=False)
     for k, v in again.fitted.net.state_dict().items():  # seeded: the same weights
         assert torch.equal(v, flt.fitted.net.state_dict()[k])
 
 
 def test_auto_family_records_every_family_on_dev(indexes: dict[str, Path], data: Dataset) -> None:
     run = Dense(indexes["a"], k=200)(data.queries)
-    flt = train(run, data.qrels, family="auto", features="query+list", config=QUICK, show_progress=False)
+    flt = train(training_set(run, data.qrels, features="query+list"), "auto", config=QUICK, show_progress=False)
     dev = flt.config["dev"]
     assert set(dev) == set(FAMILIES)
     assert flt.family == max(dev, key=lambda f: dev[f]["pr_auc"])
@@ -333,7 +335,7 @@ def test_yaml_round_trip(saved: Path, indexes: dict[str, Path], data: Dataset, t
     with pytest.raises(IrkitError, match="dense cannot follow cosine_filter"):
         load_pipeline("pipeline:\n  - cosine_filter: {path: x}\n  - dense: {index: x}\n")
     with pytest.raises(IrkitError, match="save"):
-        to_yaml(train(Dense(indexes["a"], k=200)(data.queries), data.qrels, "linear", config=QUICK))
+        to_yaml(train(training_set(Dense(indexes["a"], k=200)(data.queries), data.qrels), "linear", config=QUICK))
 
 
 def test_cli_trains_an_artifact(indexes: dict[str, Path], scifact_slice: Path, tmp_path: Path, capsys) -> None:

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from irkit import index
     from irkit.data.datasets import load_dataset
     from irkit.errors import IrkitError
-    from irkit.filter.cosine_adapter import FitConfig, train
+    from irkit.filter.cosine_adapter import FitConfig, train, training_set
 
     if args.depth < 1:
         raise IrkitError(f"--depth must be >= 1, got {args.depth}")
@@ -73,19 +73,15 @@ def run(args: argparse.Namespace) -> int:
     log = args.log or args.out.with_name(args.out.name + ".loss.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
+    data = training_set(ranking, ds.qrels, args.features, args.encoder, args.dev_fraction, args.rel, args.seed)
     flt = train(
-        ranking,
-        ds.qrels,
+        data,
         family=args.family,
-        features=args.features,
-        encoder=args.encoder,
-        dev_fraction=args.dev_fraction,
         rule=args.rule,
         target=args.target,
-        rel=args.rel,
         config=FitConfig(epochs=args.epochs, lr=args.lr, hidden=args.hidden, seed=args.seed),
         log_path=log,
-        data={"dataset": str(args.dataset), "split": args.split},
+        describe={"dataset": str(args.dataset), "split": args.split},
     )
     flt.save(args.out)
     dev = flt.config["dev"][flt.family]

@@ -13,6 +13,8 @@ _LAZY = {
     "FAMILIES": "irkit.filter.cosine_adapter",
     "fit": "irkit.filter.cosine_adapter",
     "train": "irkit.filter.cosine_adapter",
+    "training_set": "irkit.filter.cosine_adapter",
+    "TrainingSet": "irkit.filter.cosine_adapter",
 }
 
 __all__ = sorted(_LAZY)

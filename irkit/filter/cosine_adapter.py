@@ -554,41 +554,44 @@ def _read(path: str | Path) -> tuple[dict[str, Any], Fitted]:
 # --- training behind a retriever --------------------------------------------------------------------------------
 
 
-def train(
+@dataclass
+class TrainingSet:
+    """A retriever's ranking of training queries turned into labelled pairs, split into train and dev.
+
+    Built once (encoding the queries is its cost) and reused to train every family.
+    """
+
+    identity: dict[str, Any]
+    domain: dict[str, float]
+    inputs: dict[str, Any]
+    encoder: Any
+    train: Pairs
+    dev: Pairs
+    facts: dict[str, Any]
+
+
+def training_set(
     run: Ranking,
     qrels: Qrels,
-    family: str = "auto",
     features: str = "query",
     encoder: str | None = None,
     dev_fraction: float = 0.2,
-    rule: str = "recall",
-    target: float = 0.95,
     rel: int = 1,
-    config: FitConfig | None = None,
-    log_path: str | Path | None = None,
-    data: dict[str, Any] | None = None,
-    show_progress: bool = True,
-) -> CosineFilter:
-    """Train a cosine filter on a retriever's ranking of training queries; returns it in memory (``save`` it).
+    seed: int = 13,
+) -> TrainingSet:
+    """Label the (query, retrieved document) pairs of ``run`` with ``qrels`` and carve a seeded dev slice.
 
-    ``run`` is the retriever's top-k for the training queries (from an irkit index, so the
-    retriever is known); ``qrels`` label the pairs (relevant: grade >= ``rel``). A dev slice
-    of ``dev_fraction`` of the judged queries (seeded) picks the epoch, the family (``"auto"``:
-    every family, the best dev PR-AUC) and ``tau`` by ``rule``: ``recall`` (largest tau with
-    dev recall >= ``target``), ``precision`` (most recall with precision >= ``target``) or
-    ``f1``. ``features="query+list"`` also feeds the network statistics of the query's raw list
-    (max, mean, std, median, 10th best; an irkit extension, not in the paper); the mapping stays
-    monotone per query either way. ``encoder`` is the query encoder (default: the dense index's model, else ``minilm``);
-    ``data`` is recorded in the artifact as the training data's description.
+    ``run`` is the retriever's top-k for the training queries, from an irkit index (so the
+    retriever is known); a pair is positive when its grade is >= ``rel``. ``dev_fraction`` of
+    the judged queries form the dev slice (``irkit.tune.split_dev``). ``features="query+list"``
+    also feeds the network statistics of the query's raw list (max, mean, std, median, 10th
+    best; an irkit extension, not in the paper); the mapping stays monotone per query either
+    way. ``encoder`` is the frozen query encoder (default: the dense index's own model, else
+    ``minilm``).
     """
-    from irkit.evaluate import choose_threshold, pr_auc, precision_at_recall
     from irkit.models.encoder import BiEncoder
     from irkit.tune.trainer import split_dev
 
-    cfg = config or FitConfig()
-    families = FAMILIES if family == "auto" else (family,)
-    for f in families:
-        n_params(f)
     identity = retriever_identity(run)
     texts = run.queries
     if texts is None:
@@ -596,7 +599,7 @@ def train(
     judged = [q for q in run if q in qrels]
     if len(judged) < 2:
         raise IrkitError(f"need at least 2 judged queries in the ranking, got {len(judged)}")
-    train_q, dev_q = split_dev(judged, dev_fraction, cfg.seed)
+    train_q, dev_q = split_dev(judged, dev_fraction, seed)
     domain = score_domain(identity, [run[q][1] for q in train_q])
     depth = int(max(len(run[q][0]) for q in judged))
     spec = input_spec(features, [to_unit(run[q][1], domain) for q in train_q], depth)
@@ -617,45 +620,73 @@ def train(
     tr, dv = pairs(train_q), pairs(dev_q)
     if not dv.labels[dv.mask].any():
         raise IrkitError("no relevant document among the dev slice's retrieved pairs; raise dev_fraction or the depth")
-    results: dict[str, tuple[Fitted, float]] = {}
+    facts = {
+        "rel": rel,
+        "depth": depth,
+        "dev_fraction": dev_fraction,
+        "split_seed": seed,
+        "train_queries": len(train_q),
+        "dev_queries": len(dev_q),
+        "train_pairs": int(tr.mask.sum()),
+        "train_positives": int(tr.labels[tr.mask].sum()),
+        "dev_pairs": int(dv.mask.sum()),
+        "dev_positives": int(dv.labels[dv.mask].sum()),
+    }
+    return TrainingSet(identity, domain, spec, bi, tr, dv, facts)
+
+
+def train(
+    data: TrainingSet,
+    family: str = "auto",
+    rule: str = "recall",
+    target: float = 0.95,
+    config: FitConfig | None = None,
+    log_path: str | Path | None = None,
+    describe: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> CosineFilter:
+    """Train a cosine filter on a :func:`training_set`; returns it in memory (``save`` it).
+
+    The dev slice picks the epoch, the family (``"auto"``: every family, the best dev PR-AUC)
+    and ``tau`` by ``rule``: ``recall`` (largest tau with dev recall >= ``target``),
+    ``precision`` (most recall with dev precision >= ``target``) or ``f1``. ``describe``
+    (e.g. the dataset and split) is recorded in the artifact with the training facts.
+    """
+    from irkit.evaluate import choose_threshold, pr_auc, precision_at_recall
+
+    cfg = config or FitConfig()
+    families = FAMILIES if family == "auto" else (family,)
     for f in families:
-        fitted = fit(f, tr, dv, cfg, log_path, show_progress)
-        dev_scores, dev_labels = dv.pooled(_padded(fitted, dv))
-        results[f] = (fitted, pr_auc(dev_scores, dev_labels))
-    best = max(results, key=lambda f: results[f][1])
-    fitted = results[best][0]
-    dev_scores, dev_labels = dv.pooled(_padded(fitted, dv))
-    tau = choose_threshold(dev_scores, dev_labels, rule, target)
+        n_params(f)
+    dv = data.dev
+    results: dict[str, tuple[Fitted, np.ndarray]] = {}
+    for f in families:
+        fitted = fit(f, data.train, dv, cfg, log_path, show_progress)
+        results[f] = (fitted, _padded(fitted, dv))
+    dev_stats = {
+        f: {"pr_auc": pr_auc(*dv.pooled(p)), "p_at_r95": precision_at_recall(*dv.pooled(p), 0.95)}
+        for f, (_, p) in results.items()
+    }
+    best = max(dev_stats, key=lambda f: dev_stats[f]["pr_auc"])
+    fitted, probs = results[best]
+    tau = choose_threshold(*dv.pooled(probs), rule, target)
     config_json = {
         "format": FORMAT,
         "family": best,
         "tau": tau,
         "threshold": {"rule": rule, "target": target},
-        "domain": domain,
-        "inputs": spec,
+        "domain": data.domain,
+        "inputs": data.inputs,
         "standard": [list(x) for x in fitted.standard],
         "prior": fitted.prior,
-        "encoder": {"model": model, "max_length": max_length, "dim": bi.dim},
-        "retriever": identity,
+        "encoder": {"model": data.encoder.name, "max_length": data.encoder.max_length, "dim": data.encoder.dim},
+        "retriever": data.identity,
         "fit": asdict(cfg),
-        "training": {
-            **(data or {}),
-            "rel": rel,
-            "depth": depth,
-            "train_queries": len(train_q),
-            "dev_queries": len(dev_q),
-            "train_pairs": int(tr.mask.sum()),
-            "train_positives": int(tr.labels[tr.mask].sum()),
-            "dev_pairs": int(dv.mask.sum()),
-            "dev_positives": int(dv.labels[dv.mask].sum()),
-        },
-        "dev": {
-            f: {"pr_auc": score, "p_at_r95": precision_at_recall(*dv.pooled(_padded(fit_, dv)), 0.95)}
-            for f, (fit_, score) in results.items()
-        },
+        "training": {**(describe or {}), **data.facts},
+        "dev": dev_stats,
     }
     out = CosineFilter.__new__(CosineFilter)
-    out._setup(config_json, fitted, None, None, "index", 64, bi)
+    out._setup(config_json, fitted, None, None, "index", 64, data.encoder)
     return out
 
 
