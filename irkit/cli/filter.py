@@ -71,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     retriever = index.retriever(args.index, k=args.depth)
     ranking = retriever(ds.queries)
     log = args.log or args.out.with_name(args.out.name + ".loss.jsonl")
-    log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     data = training_set(ranking, ds.qrels, args.features, args.encoder, args.dev_fraction, args.rel, args.seed)
     flt = train(

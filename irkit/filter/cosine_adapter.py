@@ -343,6 +343,8 @@ def fit(
         mask = torch.from_numpy(batch.mask)
         return F.binary_cross_entropy_with_logits(z[mask], torch.from_numpy(batch.labels).float()[mask])
 
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
     best = (math.inf, {k: v.clone() for k, v in net.state_dict().items()})
     bad = 0
