@@ -8,7 +8,6 @@ beside the target, so a killed build resumes where it stopped and gives the same
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from irkit.data.docstore import DocStore
+from irkit.data.io import atomic_path
 from irkit.errors import IrkitError
 from irkit.index.manifest import DOCSTORE, build_docstore, building, docs_of, read_manifest, work_dir, write_manifest
 
@@ -220,10 +220,8 @@ def _reset_if_stale(work: Path, key: dict[str, Any]) -> None:
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     """Write a checkpoint shard atomically: present only when complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def _first_vectors(shards: list[Path], limit: int) -> np.ndarray:

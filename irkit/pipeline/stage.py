@@ -142,7 +142,7 @@ def _rebuild(cls: type[Stage], params: dict[str, Any]) -> Stage:
 class Retriever(Stage):
     """Queries → Ranking. Implement ``retrieve(queries, k)``: the top ``k`` documents of every query.
 
-    ``k`` is the depth returned when no ``%`` cut asks for another. Queries that carry weighted
+    ``depth`` is how many documents are retrieved when no ``%`` cut asks for another number. Queries that carry weighted
     variants (a rewriter's output, ``Queries.fields["variants"]``) are answered by
     ``retrieve_variants``: by default every variant is retrieved on its own and the lists are
     fused linearly with the variants' weights (min-max normalised, as ``Fuse`` does); a
@@ -151,13 +151,13 @@ class Retriever(Stage):
 
     consumes: ClassVar[Kind] = "queries"
     produces: ClassVar[Kind] = "ranking"
-    k: int = 1000
+    depth: int = 1000
 
     def retrieve(self, queries: Queries, k: int) -> Ranking:
         raise NotImplementedError
 
     def transform(self, inp: StageInput) -> Ranking:
-        return self.transform_k(inp, self.k)
+        return self.transform_k(inp, self.depth)
 
     def transform_k(self, inp: StageInput, k: int) -> Ranking:
         self.check_input(inp)

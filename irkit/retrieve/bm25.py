@@ -16,23 +16,23 @@ from irkit.pipeline.stage import Retriever
 class BM25(Retriever):
     """First-stage BM25 retriever: ``BM25(index="indexes/scifact-bm25") % 100``.
 
-    ``k1`` and ``b`` default to Anserini's (0.9, 0.4), the BEIR baseline settings; ``k`` is
-    the depth when no ``%`` cut asks for another. The ranking carries the queries and the
+    ``k1`` and ``b`` default to Anserini's (0.9, 0.4), the BEIR baseline settings; ``depth`` is
+    how many documents are retrieved when no ``%`` cut asks for another number. The ranking carries the queries and the
     index's DocStore for downstream rerankers.
     """
 
     name = "bm25"
 
-    def __init__(self, index: str | Path, k1: float = 0.9, b: float = 0.4, k: int = 1000, threads: int = 2) -> None:
-        if k < 1 or threads < 1:
-            raise IrkitError(f"BM25 needs k >= 1 and threads >= 1, got k={k}, threads={threads}")
+    def __init__(self, index: str | Path, k1: float = 0.9, b: float = 0.4, depth: int = 1000, threads: int = 2) -> None:
+        if depth < 1 or threads < 1:
+            raise IrkitError(f"BM25 needs depth >= 1 and threads >= 1, got depth={depth}, threads={threads}")
         self.index_path = str(index)
-        self.k1, self.b, self.k, self.threads = float(k1), float(b), int(k), int(threads)
+        self.k1, self.b, self.depth, self.threads = float(k1), float(b), int(depth), int(threads)
         self.index = BM25Index.load(index)
         self._searcher: Any = None
 
     def params(self) -> dict[str, Any]:
-        return {"index": self.index_path, "k1": self.k1, "b": self.b, "k": self.k, "threads": self.threads}
+        return {"index": self.index_path, "k1": self.k1, "b": self.b, "depth": self.depth, "threads": self.threads}
 
     def searcher(self) -> Any:
         """The Pyserini ``LuceneSearcher`` (starts the JVM on first use)."""
