@@ -142,11 +142,11 @@ def _rebuild(cls: type[Stage], params: dict[str, Any]) -> Stage:
 class Retriever(Stage):
     """Queries → Ranking. Implement ``retrieve(queries, k)``: the top ``k`` documents of every query.
 
-    ``depth`` is how many documents are retrieved when no ``%`` cut asks for another number. Queries that carry weighted
-    variants (a rewriter's output, ``Queries.fields["variants"]``) are answered by
-    ``retrieve_variants``: by default every variant is retrieved on its own and the lists are
-    fused linearly with the variants' weights (min-max normalised, as ``Fuse`` does); a
-    retriever with a vector space may combine the query vectors instead.
+    ``depth`` is how many documents are retrieved when no ``%`` cut asks for another number.
+    Queries that carry weighted variants (a rewriter's output, ``Queries.fields["variants"]``)
+    are answered by ``retrieve_variants``: by default every variant is retrieved on its own and
+    the lists are fused linearly with the variants' weights (min-max normalised, as ``Fuse``
+    does); a retriever with a vector space may combine the query vectors instead.
     """
 
     consumes: ClassVar[Kind] = "queries"
@@ -182,7 +182,7 @@ class Retriever(Stage):
         variants = queries.fields[VARIANTS]
         keys = {q: [f"{q}\x1f{i}" for i in range(len(variants[q]))] for q in queries}
         run = self.retrieve(
-            Queries({key: text for q in queries for key, (text, _) in zip(keys[q], variants[q], strict=False)}), k
+            Queries({key: text for q in queries for key, (text, _) in zip(keys[q], variants[q], strict=True)}), k
         )
         fused: dict[str, dict[str, float]] = {}
         for q in queries:
@@ -197,10 +197,9 @@ class Reranker(Stage):
     The base fetches each query's documents from the ranking's DocStore, re-sorts by the new
     scores (ties keep the input order) and keeps the input scores and ranks as the
     ``"input_score"`` and ``"input_rank"`` columns, so ``Interpolate`` can mix them without
-    running the first stage again. A method
-    that batches across queries overrides ``score_batch``; one that reports facts about each
-    query (model calls, judgments) returns them from ``query_meta()``, which the base stores
-    in ``Ranking.meta``.
+    running the first stage again. A method that batches across queries overrides
+    ``score_batch``; one that reports facts about each query (model calls, judgments) returns
+    them from ``query_meta()``, which the base stores in ``Ranking.meta``.
     """
 
     consumes: ClassVar[Kind] = "ranking"
