@@ -34,7 +34,7 @@ from irkit.reformulate.gencrf import (
     generate_reformulations,
     numbered,
     parse_clusters,
-    parse_scores,
+    parse_score,
 )
 from irkit.reformulate.hyde import HyDE
 from irkit.reformulate.llm_cache import CachedLLM, Request
@@ -120,13 +120,14 @@ def test_scoredw_normalises_llm_scores_and_drops_those_below_theta(llm, encoder:
     q, clusters = QUERIES["b"], ["ALDH1 and breast cancer survival", "ALDH1 enzyme", "cancer"]
     for scale, expected in ((100.0, [0.85, None, 0.6]), (1.0, [85.0, None, 60.0])):
         stage = _stage(llm, encoder, cache, weighting="score", score_scale=scale)
-        request = Request(SCORE_PROMPT.format(query=q, clusters=numbered(clusters)), q, 0, SCORE_LEAD)
-        _prefill(stage, request, "85, 59, 60] because", SCORE_TOKENS)
+        for c, reply in zip(clusters, [" 85 points", " 59", " 60."], strict=True):
+            request = Request(SCORE_PROMPT.format(query=q, cluster=c), q, 0, SCORE_LEAD)
+            _prefill(stage, request, reply, SCORE_TOKENS)
         weights, scores = stage.weights([q], [clusters], stage._encode([q], [clusters]))
         assert scores == [[85.0, 59.0, 60.0]] and weights == [expected]
         assert stage.llm.stats["llm_calls"] == 0 and stage.stats["score_missing"] == 0
         assert stage.combine(q, clusters, weights[0])[0] == (q, 0.7)
-    assert parse_scores("[90, oops", 3) == [90.0, None, None] and parse_scores("[250, 7]", 2) == [None, 7.0]
+    assert [parse_score(t) for t in (" 90", "n/a", " 250", " 9.5", "0")] == [90.0, None, None, 9.5, None]
 
 
 def test_fixed_and_concat_ablations(llm, encoder: BiEncoder, cache: str) -> None:

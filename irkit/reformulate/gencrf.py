@@ -28,8 +28,10 @@ In front of another dense index, pass that index's model so the weights are comp
 space the retriever searches.
 
 Clustering and scoring are greedy (they judge, they should not vary); only the generation
-samples. Every reply is cached on disk (:mod:`irkit.reformulate.llm_cache`), so the six
-generations of a query are shared by every weighting and by :class:`MultiQuery`.
+samples. Each cluster query is scored by its own prompt: the paper scores all clusters in one
+list, but asked for a list a 135M model copies the example numbers or the query indices.
+Every reply is cached on disk (:mod:`irkit.reformulate.llm_cache`), so the six generations
+of a query are shared by every weighting and by :class:`MultiQuery`.
 """
 
 from __future__ import annotations
@@ -78,14 +80,13 @@ CLUSTER_PROMPT = (
 )
 CLUSTER_LEAD = '{"cluster1": "'
 SCORE_PROMPT = (
-    "You are an expert at judging search queries. Rate each refined query below against the original query "
-    "for relevance, specificity, clarity, comprehensiveness and usefulness for retrieval, from 1 (worst) to "
-    "100 (best). Give high scores only when they are deserved. Answer with a list of numbers only, one per "
-    "refined query, like [55, 80].\n\nOriginal query: {query}\nRefined queries:\n{clusters}"
+    "You are an expert at judging search queries. Rate the refined query below against the original query for "
+    "relevance, specificity, clarity, comprehensiveness and usefulness for retrieval. Give a score from 1 (worst) "
+    "to 100 (best); give a high score only when it is deserved. Answer with the number only.\n\n"
+    "Original query: {query}\nRefined query: {cluster}"
 )
-SCORE_LEAD = "["
-#: enough for "[NN, NN, NN]"
-SCORE_TOKENS = 24
+SCORE_LEAD = "Score:"
+SCORE_TOKENS = 4
 WEIGHTINGS = ("sim", "score", "fixed", "concat")
 DEFAULT_THETA = {"sim": 0.2, "score": 60.0}
 #: ``Queries.fields`` key of the per-query record (clusters, weights, path, rounds, QERM logits)
@@ -169,11 +170,11 @@ def _keep(texts: Sequence[str]) -> list[str]:
     return out[:3]
 
 
-def parse_scores(text: str, n: int) -> list[float | None]:
-    """The first ``n`` numbers of a scoring reply (``None`` where the reply gave fewer or one outside 1–100)."""
-    numbers = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", text)][:n]
-    numbers += [None] * (n - len(numbers))  # type: ignore[list-item]
-    return [x if x is not None and 1 <= x <= 100 else None for x in numbers]
+def parse_score(text: str) -> float | None:
+    """The first number of a scoring reply, or ``None`` when there is none or it lies outside 1–100."""
+    found = re.search(r"\d+(?:\.\d+)?", text)
+    value = float(found.group()) if found else None
+    return value if value is not None and 1 <= value <= 100 else None
 
 
 def dynamic_weights(values: Sequence[float | None], theta: float, scale: float = 1.0) -> list[float | None]:
@@ -431,18 +432,15 @@ class GenCRF(QueryRewriter):
         return [[1.0] * len(c) for c in clusters], [[] for _ in clusters]
 
     def score(self, queries: Sequence[str], clusters: Sequence[Sequence[str]]) -> list[list[float | None]]:
-        """The LLM's 1–100 score of each cluster query (``None`` where its reply gave none)."""
-        todo = [i for i, c in enumerate(clusters) if c]
+        """The LLM's 1–100 score of each cluster query, one greedy prompt each (``None``: no usable number)."""
         requests = [
-            Request(SCORE_PROMPT.format(query=queries[i], clusters=numbered(clusters[i])), queries[i], 0, SCORE_LEAD)
-            for i in todo
+            Request(SCORE_PROMPT.format(query=q, cluster=c), q, 0, SCORE_LEAD)
+            for q, cs in zip(queries, clusters, strict=True)
+            for c in cs
         ]
-        replies = dict(zip(todo, self.llm.generate(requests, SCORE_TOKENS), strict=True))
-        out: list[list[float | None]] = []
-        for i, c in enumerate(clusters):
-            s = parse_scores(SCORE_LEAD + replies[i], len(c)) if c else []
-            self.stats["score_missing"] += sum(x is None for x in s)
-            out.append(s)
+        replies = iter(self.llm.generate(requests, SCORE_TOKENS))
+        out = [[parse_score(next(replies)) for _ in cs] for cs in clusters]
+        self.stats["score_missing"] += sum(x is None for s in out for x in s)
         return out
 
     def combine(
