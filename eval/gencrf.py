@@ -58,11 +58,9 @@ def generate(args: argparse.Namespace) -> None:
             gencrf(shard)
             if split == "test":
                 q2d(shard)
-            print(
-                json.dumps({"split": split, "done": start + len(shard), "of": len(qs), "s": round(time.time() - t0, 1)})
-                | {"llm": dict(gencrf.llm.stats), "q2d": dict(q2d.llm.stats), "paths": dict(gencrf.stats)},
-                flush=True,
-            )
+            progress = {"split": split, "done": start + len(shard), "of": len(qs), "s": round(time.time() - t0, 1)}
+            progress |= {"llm": dict(gencrf.llm.stats), "q2d": dict(q2d.llm.stats), "paths": dict(gencrf.stats)}
+            print(json.dumps(progress), flush=True)
 
 
 RETRIEVERS = ("bm25", "dense")
