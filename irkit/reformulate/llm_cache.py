@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS replies (
     settings TEXT, reply TEXT, tokens INTEGER, seconds REAL, created REAL
 )
 """
+#: models loaded by name in this process, shared by every CachedLLM
+_LOADED: dict[str, CausalLM] = {}
 _INDEX = "CREATE INDEX IF NOT EXISTS replies_query ON replies (model, query)"
 
 
@@ -132,11 +134,13 @@ class CachedLLM:
 
     @property
     def llm(self) -> CausalLM:
-        """The backend, loaded on first use."""
+        """The backend, loaded on first use (once per process and name: rewriters share it)."""
         if self._llm is None:
             from irkit.models.llm import load_llm
 
-            self._llm = load_llm(self.model_name)
+            if self.model_name not in _LOADED:
+                _LOADED[self.model_name] = load_llm(self.model_name)
+            self._llm = _LOADED[self.model_name]
         return self._llm
 
     def key(self, r: Request, settings: dict[str, Any]) -> str:
