@@ -2,11 +2,12 @@
 
 Phases (each resumable; LLM replies live in the reply cache, rankings in runner checkpoints):
 
-    OMP_NUM_THREADS=1 nice -n 10 python eval/gencrf.py generate --queries 40 --train-queries 30
-    OMP_NUM_THREADS=1 nice -n 10 python eval/gencrf.py qerm --train-queries 30
-    OMP_NUM_THREADS=1 nice -n 10 python eval/gencrf.py run --queries 40
-    python eval/gencrf.py rerun --queries 40        # fresh stages over a warm cache: 100 % hits, 0 LLM calls
-    python eval/gencrf.py report --queries 40 > eval/results/gencrf.md
+    export OMP_NUM_THREADS=1
+    nice -n 10 python eval/gencrf.py generate --queries 16 --train-queries 12
+    nice -n 10 python eval/gencrf.py qerm --train-queries 12
+    nice -n 10 python eval/gencrf.py run --queries 16
+    python eval/gencrf.py rerun --queries 16       # fresh stages over a warm cache: 100 % hits, 0 LLM calls
+    python eval/gencrf.py report --queries 16      # the tables of eval/results/gencrf.md
 
 ``generate`` asks the LLM for everything the conditions without QERM need (GenCRF's six
 generations, clustering and scores; the query2doc/HyDE passage), test queries first, then the
@@ -308,8 +309,8 @@ def examples(res: dict[str, Any], k: int = 5) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["generate", "qerm", "run", "rerun", "report"])
-    p.add_argument("--queries", type=int, default=24, help="first N SciFact test queries (0: all 300)")
-    p.add_argument("--train-queries", type=int, default=20, help="first N SciFact train queries for QERM")
+    p.add_argument("--queries", type=int, default=16, help="first N SciFact test queries (0: all 300)")
+    p.add_argument("--train-queries", type=int, default=12, help="first N SciFact train queries for QERM")
     p.add_argument("--model", default="smollm2")
     p.add_argument("--shard", type=int, default=8, help="queries per LLM batch group (generation batch = 6 x shard)")
     args = p.parse_args()
