@@ -42,6 +42,11 @@ _LAZY = {
     "build_bm25_index": "irkit.index.bm25",
     "ICR": "irkit.rerank.icr",
     "PRP": "irkit.rerank.prp",
+    "GenCRF": "irkit.reformulate.gencrf",
+    "QERM": "irkit.reformulate.qerm",
+    "Query2Doc": "irkit.reformulate.query2doc",
+    "HyDE": "irkit.reformulate.hyde",
+    "MultiQuery": "irkit.reformulate.multi_query",
     "evaluate": "irkit.evaluate",
     "compare": "irkit.evaluate",
 }

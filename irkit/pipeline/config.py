@@ -46,6 +46,10 @@ STAGES: dict[str, str | type[Stage]] = {
     "icr": "irkit.rerank.icr:ICR",
     "prp": "irkit.rerank.prp:PRP",
     "interpolate": "irkit.pipeline.operators:Interpolate",
+    "gencrf": "irkit.reformulate.gencrf:GenCRF",
+    "query2doc": "irkit.reformulate.query2doc:Query2Doc",
+    "hyde": "irkit.reformulate.hyde:HyDE",
+    "multi_query": "irkit.reformulate.multi_query:MultiQuery",
 }
 
 _FUSE_KEYS = {"fuse", "of", "k", "weights", "top_k"}

@@ -38,6 +38,8 @@ Kind = Literal["queries", "ranking"]
 ORIGINAL = "original"
 #: ``Queries.fields`` key holding weighted query variants ``[(text, weight), ...]`` for a retriever to combine
 VARIANTS = "variants"
+#: ``Queries.fields`` key: ``"rrf"`` for a query whose variants are fused by reciprocal rank (default: linear)
+FUSION = "fusion"
 #: ``Ranking.columns`` keys where a reranker keeps the score and the rank (from 1) each document had before it
 INPUT_SCORE = "input_score"
 INPUT_RANK = "input_rank"
@@ -176,10 +178,15 @@ class Retriever(Stage):
         return Ranking({q: results[q] for q in inp if q in results}, inp, docstore, meta=meta)
 
     def retrieve_variants(self, queries: Queries, k: int) -> Ranking:
-        """Rank each query from its weighted variants: per-variant lists fused linearly with the weights."""
-        from irkit.pipeline.operators import linear
+        """Rank each query from its weighted variants: per-variant lists fused linearly with the weights.
+
+        A query whose ``fields["fusion"]`` is ``"rrf"`` fuses its lists by reciprocal rank
+        (``k = 60``) and ignores the weights.
+        """
+        from irkit.pipeline.operators import linear, rrf
 
         variants = queries.fields[VARIANTS]
+        method = queries.fields.get(FUSION, {})
         keys = {q: [f"{q}\x1f{i}" for i in range(len(variants[q]))] for q in queries}
         run = self.retrieve(
             Queries({key: text for q in queries for key, (text, _) in zip(keys[q], variants[q], strict=True)}), k
@@ -187,7 +194,8 @@ class Retriever(Stage):
         fused: dict[str, dict[str, float]] = {}
         for q in queries:
             parts = [Ranking({q: run[key]}) for key in keys[q]]
-            fused[q] = linear(parts, [w for _, w in variants[q]]).get(q, {})
+            by_rank = method.get(q) == "rrf"
+            fused[q] = (rrf(parts) if by_rank else linear(parts, [w for _, w in variants[q]])).get(q, {})
         return Ranking.from_scores(fused, queries, run.docstore).top_k(k)
 
 
@@ -266,8 +274,9 @@ class QueryRewriter(Stage):
 
     The text a query started from is kept in ``Queries.fields["original"]``. Variants go to
     ``Queries.fields["variants"]`` (the query text stays the original) for the retriever that
-    follows to combine; ``rewrite_batch`` lets a method batch across queries (e.g. one LLM
-    generation batch).
+    follows to combine (fused linearly with the weights, or by reciprocal rank where the
+    rewriter sets ``fields["fusion"]`` to ``"rrf"``); ``rewrite_batch`` lets a method batch
+    across queries (e.g. one LLM generation batch).
     """
 
     consumes: ClassVar[Kind] = "queries"

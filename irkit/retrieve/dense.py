@@ -10,7 +10,7 @@ import numpy as np
 from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
 from irkit.index.dense import DenseIndex
-from irkit.pipeline.stage import VARIANTS, Retriever
+from irkit.pipeline.stage import FUSION, VARIANTS, Retriever
 
 
 class Dense(Retriever):
@@ -66,7 +66,18 @@ class Dense(Retriever):
         return self.search_vectors(queries, vectors, k)
 
     def retrieve_variants(self, queries: Queries, k: int) -> Ranking:
-        """One search per query, for the weighted sum of its variants' vectors (renormalised)."""
+        """One search per query, for the weighted sum of its variants' vectors (renormalised).
+
+        Queries whose variants are to be fused by reciprocal rank (``fields["fusion"]``) are
+        searched per variant instead, as the base class does.
+        """
+        by_rank = [q for q in queries if queries.fields.get(FUSION, {}).get(q) == "rrf"]
+        if by_rank:
+            runs = [super().retrieve_variants(queries.subset(by_rank), k)]
+            rest = [q for q in queries if q not in set(by_rank)]
+            if rest:
+                runs.append(self.retrieve_variants(queries.subset(rest), k))
+            return Ranking({q: r[q] for q in queries for r in runs if q in r}, queries, self.index.docstore)
         variants = queries.fields[VARIANTS]
         qids = list(queries)
         texts = [text for q in qids for text, _ in variants[q]]
