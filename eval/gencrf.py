@@ -27,7 +27,7 @@ import numpy as np
 
 from irkit.data.datasets import load_dataset
 from irkit.data.types import Queries, Ranking
-from irkit.evaluate import compare, evaluate
+from irkit.evaluation import compare, evaluate
 from irkit.paths import cache_dir, data_root
 from irkit.pipeline.runner import Runner
 from irkit.pipeline.stage import Stage

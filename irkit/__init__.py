@@ -47,8 +47,8 @@ _LAZY = {
     "Query2Doc": "irkit.reformulate.query2doc",
     "HyDE": "irkit.reformulate.hyde",
     "MultiQuery": "irkit.reformulate.multi_query",
-    "evaluate": "irkit.evaluate",
-    "compare": "irkit.evaluate",
+    "evaluate": "irkit.evaluation",
+    "compare": "irkit.evaluation",
 }
 
 __all__ = sorted(_LAZY)

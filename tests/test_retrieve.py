@@ -12,7 +12,7 @@ from irkit.cli import main
 from irkit.data.datasets import Dataset, load_dataset
 from irkit.data.io import read_run
 from irkit.data.types import Queries, Ranking
-from irkit.evaluate import evaluate
+from irkit.evaluation import evaluate
 from irkit.index.bm25 import build_bm25_index
 from irkit.index.dense import build_dense_index
 from irkit.retrieve.bm25 import BM25

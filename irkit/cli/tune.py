@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from irkit.data.io import read_run
     from irkit.data.types import Ranking
     from irkit.errors import IrkitError
-    from irkit.evaluate import evaluate
+    from irkit.evaluation import evaluate
     from irkit.tune import artifacts
     from irkit.tune.adapters import count_params
     from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, build_examples, rerank_candidates, split_dev

@@ -13,7 +13,7 @@ import pytest
 from irkit.cli import main
 from irkit.data.datasets import load_dataset
 from irkit.data.io import read_run
-from irkit.evaluate import compare
+from irkit.evaluation import compare
 from irkit.retrieve.bm25 import BM25
 
 pytestmark = pytest.mark.integration

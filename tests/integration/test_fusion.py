@@ -13,7 +13,7 @@ import pytest
 from irkit.cli import main
 from irkit.data.datasets import load_dataset
 from irkit.data.io import read_run
-from irkit.evaluate import evaluate
+from irkit.evaluation import evaluate
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from irkit.data.datasets import Dataset, load_dataset
-from irkit.evaluate import evaluate
+from irkit.evaluation import evaluate
 from irkit.retrieve.bm25 import BM25
 from irkit.retrieve.dense import Dense
 
@@ -32,11 +32,11 @@ def scifact(scifact_dir: Path) -> Dataset:
 
 
 def test_bm25_reproduces_the_pyserini_regression(scifact: Dataset, scifact_bm25: Path) -> None:
-    result = evaluate(BM25(scifact_bm25, k=1000, threads=2)(scifact.queries), scifact.qrels, ["nDCG@10", "R@100"])
+    result = evaluate(BM25(scifact_bm25, depth=1000, threads=2)(scifact.queries), scifact.qrels, ["nDCG@10", "R@100"])
     assert result["nDCG@10"] == pytest.approx(BM25_NDCG10, abs=0.0005)
     assert result["R@100"] == pytest.approx(BM25_R100, abs=0.001)
 
 
 def test_dense_minilm_flat_matches_the_recorded_score(scifact: Dataset, scifact_minilm: Path) -> None:
-    result = evaluate(Dense(scifact_minilm, k=1000)(scifact.queries), scifact.qrels, ["nDCG@10", "R@100"])
+    result = evaluate(Dense(scifact_minilm, depth=1000)(scifact.queries), scifact.qrels, ["nDCG@10", "R@100"])
     assert result["nDCG@10"] == pytest.approx(DENSE_NDCG10, abs=0.003)
