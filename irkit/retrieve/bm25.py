@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from irkit.data.types import Ranking
+from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
 from irkit.index.bm25 import Bm25Index
 from irkit.pipeline.stage import Stage, StageInput, queries_of
@@ -23,8 +25,14 @@ class BM25(Stage):
     name = "bm25"
 
     def __init__(self, index: str | Path, k1: float = 0.9, b: float = 0.4, k: int = 1000, threads: int = 2) -> None:
-        if k < 1 or threads < 1:
-            raise IrkitError(f"BM25 needs k >= 1 and threads >= 1, got k={k}, threads={threads}")
+        for param, value, ok, need in (
+            ("k1", k1, math.isfinite(k1) and k1 >= 0, "finite and >= 0"),
+            ("b", b, math.isfinite(b) and 0 <= b <= 1, "between 0 and 1"),
+            ("k", k, 1 <= k < 2**31, "between 1 and 2**31 - 1"),
+            ("threads", threads, threads >= 1, ">= 1"),
+        ):
+            if not ok:
+                raise IrkitError(f"BM25 {param} must be {need}, got {value!r}")
         self.index_path = str(index)
         self.k1, self.b, self.k, self.threads = float(k1), float(b), int(k), int(threads)
         self.index = Bm25Index.load(index)
@@ -52,12 +60,25 @@ class BM25(Stage):
         return self.transform_k(inp, self.k)
 
     def transform_k(self, inp: StageInput, k: int) -> Ranking:
-        """Top ``k`` documents per query, searched in one batch on ``threads`` threads."""
+        """Top ``k`` documents per query, searched in bounded batches on ``threads`` threads."""
         queries = queries_of(inp, self)
-        qids = list(queries)
-        hits = self.searcher().batch_search([queries[q] for q in qids], qids, k=k, threads=self.threads) if qids else {}
-        results = {}
-        for q in qids:
-            found = hits.get(q, [])
-            results[q] = ([h.docid for h in found], np.array([h.score for h in found], dtype=np.float64))
-        return Ranking(results, queries, self.index.docstore)
+        return Ranking(dict(search_in_batches(self, queries, k)), queries, self.index.docstore)
+
+
+HITS_PER_BATCH = 100_000  # Lucene hits held at once (each carries its stored document): bounds memory
+
+
+def search_in_batches(bm25: BM25, queries: Queries, k: int) -> Iterator[tuple[str, tuple[list[str], np.ndarray]]]:
+    """``(qid, (docids, scores))`` for each query in order, searched ``HITS_PER_BATCH // k`` queries at a time.
+
+    Each query is searched on its own, so the results equal one big batch; peak memory
+    depends on ``k`` and the batch, not on the number of queries.
+    """
+    qids = list(queries)
+    step = max(bm25.threads, HITS_PER_BATCH // k)
+    for start in range(0, len(qids), step):
+        batch = qids[start : start + step]
+        hits = bm25.searcher().batch_search([queries[q] for q in batch], batch, k=k, threads=bm25.threads)
+        for q in batch:
+            found = hits.pop(q, [])
+            yield q, ([h.docid for h in found], np.array([h.score for h in found], dtype=np.float64))
