@@ -88,29 +88,17 @@ def _round_trip_ids(qids: list[str], docids: list[str], tmp: Path) -> None:
             assert read_qrels(tmp / "out.qrels").judgments == qrels.judgments
 
 
-def corpus(data: bytes, tmp: Path) -> None:
-    path = tmp / "corpus.jsonl"
-    path.write_bytes(data)
+def corpus(path: Path, tmp: Path) -> None:
     docs = list(read_corpus(path))
     assert all(isinstance(x, str) for d in docs for x in d) and all((d.title + d.text).strip() for d in docs)
     _round_trip_ids(["q1"], [d.docid for d in docs], tmp)
 
 
-def queries_jsonl(data: bytes, tmp: Path) -> None:
-    path = tmp / "queries.jsonl"
-    path.write_bytes(data)
+def queries(path: Path, tmp: Path) -> None:
     _round_trip_ids(list(read_queries(path)), ["d1"], tmp)
 
 
-def topics_tsv(data: bytes, tmp: Path) -> None:
-    path = tmp / "topics.tsv"
-    path.write_bytes(data)
-    _round_trip_ids(list(read_queries(path)), ["d1"], tmp)
-
-
-def qrels(data: bytes, tmp: Path) -> None:
-    path = tmp / "qrels.txt"
-    path.write_bytes(data)
+def qrels(path: Path, tmp: Path) -> None:
     judged = read_qrels(path)
     with _written_and_read_back():
         write_qrels(judged, tmp / "out.qrels")
@@ -118,9 +106,7 @@ def qrels(data: bytes, tmp: Path) -> None:
             assert read_qrels(tmp / "out.qrels").judgments == judged.judgments
 
 
-def run(data: bytes, tmp: Path) -> None:
-    path = tmp / "run.trec"
-    path.write_bytes(data)
+def run(path: Path, tmp: Path) -> None:
     ranking = read_run(path)
     with _written_and_read_back():
         write_run(ranking, tmp / "out.trec")
@@ -165,35 +151,42 @@ def pipeline_text(draw: st.DrawFn) -> str:
     return out
 
 
-def yaml_pipeline(data: bytes, tmp: Path) -> None:
+def yaml_pipeline(path: Path, tmp: Path) -> None:
     index = tmp / "bm25-index"
     if not index.exists():
         build_bm25_index(
             [Doc("d1", "", "insulin and glucose"), Doc("d2", "", "blood pressure")], index, show_progress=False
         )
-    path = tmp / "pipeline.yaml"
-    path.write_bytes(data.replace(INDEX.encode(), str(index).encode()))
+    path.write_bytes(path.read_bytes().replace(INDEX.encode(), str(index).encode()))
     load_pipeline(path)
 
 
-#: name -> (strategy for a file's bytes, target)
-TARGETS: dict[str, tuple[st.SearchStrategy[bytes], Callable[[bytes, Path], None]]] = {
-    "corpus": (lines_file(json_line(["_id", "id", "docid", "title", "text", "contents"])), corpus),
-    "queries": (lines_file(json_line(["_id", "id", "text", "query"])), queries_jsonl),
-    "topics": (lines_file(st.tuples(token, st.sampled_from(["\t", " "]), text).map("".join) | columns(2)), topics_tsv),
-    "qrels": (lines_file(columns(3) | columns(4)), qrels),
-    "run": (lines_file(columns(6)), run),
+#: name -> (strategy for a file's bytes, the file's name, target reading that file)
+TARGETS: dict[str, tuple[st.SearchStrategy[bytes], str, Callable[[Path, Path], None]]] = {
+    "corpus": (lines_file(json_line(["_id", "id", "docid", "title", "text", "contents"])), "corpus.jsonl", corpus),
+    "queries": (lines_file(json_line(["_id", "id", "text", "query"])), "queries.jsonl", queries),
+    "topics": (
+        lines_file(st.tuples(token, st.sampled_from(["\t", " "]), text).map("".join) | columns(2)),
+        "topics.tsv",
+        queries,
+    ),
+    "qrels": (lines_file(columns(3) | columns(4)), "qrels.txt", qrels),
+    "run": (lines_file(columns(6)), "run.trec", run),
     "yaml": (
         pipeline_text().map(lambda s: s.encode("utf-8", errors="surrogatepass")) | st.binary(max_size=200),
+        "pipeline.yaml",
         yaml_pipeline,
     ),
 }
 
 
 def check(name: str, data: bytes, tmp: Path, counts: Counter[str]) -> None:
-    """Run one target: accepted or IrkitError (counted); any other exception propagates."""
+    """Run one target on ``data`` written to its file: accepted or IrkitError (counted); anything else propagates."""
+    _, filename, target = TARGETS[name]
+    path = tmp / filename
+    path.write_bytes(data)
     try:
-        TARGETS[name][1](data, tmp)
+        target(path, tmp)
     except IrkitError:
         counts["irkit_error"] += 1
     else:
