@@ -217,8 +217,9 @@ def read_qrels(path: str | Path, queries: Queries | None = None) -> Qrels:
 def write_qrels(qrels: Qrels, path: str | Path) -> None:
     """Write TREC qrels atomically; ids and grades ``read_qrels`` would refuse are refused here."""
     for qid, docs in qrels.items():
+        _check_written_id("query id", qid, path)
         for docid, grade in docs.items():
-            _check_written_ids(qid, docid, path)
+            _check_written_id("docid", docid, path)
             is_int = isinstance(grade, int | np.integer) and not isinstance(grade, bool)
             if not is_int or not -GRADE_LIMIT < grade < GRADE_LIMIT:
                 raise IrkitError(f"query {qid!r}, docid {docid!r}: grade {grade!r} is not a qrels grade", path=path)
@@ -274,8 +275,9 @@ def write_run(run: Ranking, path: str | Path, tag: str = "irkit") -> None:
     if not isinstance(tag, str) or not valid_id(tag):
         raise IrkitError(f"run tag {tag!r} is empty or holds whitespace", path=path)
     for qid, (docids, scores) in run.items():
+        _check_written_id("query id", qid, path)
         for d in docids:
-            _check_written_ids(qid, d, path)
+            _check_written_id("docid", d, path)
         bad = np.flatnonzero(~np.isfinite(np.asarray(scores, dtype=np.float64)))
         if len(bad):
             i = int(bad[0])
@@ -286,11 +288,10 @@ def write_run(run: Ranking, path: str | Path, tag: str = "irkit") -> None:
                 f.write(f"{qid} Q0 {d} {rank} {s:.6f} {tag}\n")
 
 
-def _check_written_ids(qid: object, docid: object, path: str | Path) -> None:
-    for what, value in (("query id", qid), ("docid", docid)):
-        if not isinstance(value, str) or not valid_id(value):
-            raise IrkitError(f"{what} {value!r} is not a string without whitespace; it cannot be written", path=path)
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise IrkitError(f"{what} {value!r} holds a lone surrogate; it cannot be written", path=path) from None
+def _check_written_id(what: str, value: object, path: str | Path) -> None:
+    if not isinstance(value, str) or not valid_id(value):
+        raise IrkitError(f"{what} {value!r} is not a string without whitespace; it cannot be written", path=path)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise IrkitError(f"{what} {value!r} holds a lone surrogate; it cannot be written", path=path) from None

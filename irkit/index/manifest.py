@@ -198,7 +198,8 @@ def check_target(out_dir: Path, overwrite: bool) -> None:
     if not overwrite:
         raise IrkitError("output exists; choose another path or pass overwrite=True (--overwrite)", path=out_dir)
     if out_dir.is_symlink() or not out_dir.is_dir():
-        raise IrkitError("output exists and is not a directory; refusing to overwrite it", path=out_dir)
+        what = "a symbolic link" if out_dir.is_symlink() else "not a directory"
+        raise IrkitError(f"output exists and is {what}; refusing to overwrite it", path=out_dir)
     if not any(out_dir.iterdir()):
         return
     try:
