@@ -261,6 +261,8 @@ def test_a_bom_is_dropped_by_every_reader(scifact_slice: Path, dl19_dir: Path, t
         ("queries.jsonl", '{"_id": "q\\t1", "text": "x"}\n', "empty or holds whitespace"),
         ("topics.tsv", "\tquery without an id\n", "query id '' is empty"),
         ("topics.tsv", "q 1\tquery\n", "query id 'q 1' is empty or holds whitespace"),
+        ("corpus.jsonl", '{"_id": "\\ufeffa", "text": "x"}\n', "holds whitespace or U\\+FEFF"),
+        ("run.trec", "\ufeff\ufeffq1 Q0 d1 1 1.0 x\n", "U\\+FEFF"),  # found by fuzzing: a second BOM became the qid
         ("qrels.txt", "q1 0 d1 9223372036854775808\n", "outside"),
         ("qrels.txt", "q1 0 d1 9223372036854775000\n", "outside"),
     ],
@@ -268,7 +270,8 @@ def test_a_bom_is_dropped_by_every_reader(scifact_slice: Path, dl19_dir: Path, t
 def test_ids_texts_and_grades_are_validated_when_read(tmp_path: Path, name: str, content: str, message: str) -> None:
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
-    reader = {"corpus.jsonl": lambda p: list(read_corpus(p)), "qrels.txt": read_qrels}.get(name, read_queries)
+    readers = {"corpus.jsonl": lambda p: list(read_corpus(p)), "qrels.txt": read_qrels, "run.trec": read_run}
+    reader = readers.get(name, read_queries)
     with pytest.raises(IrkitError, match=message) as err:
         reader(path)
     assert (err.value.path, err.value.line) == (str(path), 1)

@@ -109,9 +109,13 @@ def read_json_object(path: str | Path, what: str) -> dict:
     return obj
 
 
+BOM = "\ufeff"
+
+
 def valid_id(value: str) -> bool:
-    """Whether ``value`` can be a qid or docid: non-empty, no whitespace (TREC files split on it)."""
-    return value.split() == [value]
+    """Whether ``value`` can be a qid or docid: non-empty, no whitespace (TREC files split on it), no
+    U+FEFF (at the start of a file it would be read as a byte-order mark)."""
+    return value.split() == [value] and BOM not in value
 
 
 def _id_field(obj: dict, path: str | Path, n: int) -> str:
@@ -121,7 +125,7 @@ def _id_field(obj: dict, path: str | Path, n: int) -> str:
             if isinstance(value, bool) or not isinstance(value, str | int):
                 raise IrkitError(f"{key!r} must be a string or an integer, got {value!r}", path=path, line=n)
             if not valid_id(str(value)):
-                raise IrkitError(f"{key!r} {value!r} is empty or holds whitespace", path=path, line=n)
+                raise IrkitError(f"{key!r} {value!r} is empty or holds whitespace or U+FEFF", path=path, line=n)
             return str(value)
     raise IrkitError("missing '_id'", path=path, line=n)
 
@@ -175,7 +179,7 @@ def read_topics_tsv(path: str | Path) -> Queries:
         if len(parts) != 2 or not parts[1].strip():
             raise IrkitError(f"expected 'qid<TAB>query', got {len(parts)} column(s)", path=path, line=n)
         if not valid_id(parts[0]):
-            raise IrkitError(f"query id {parts[0]!r} is empty or holds whitespace", path=path, line=n)
+            raise IrkitError(f"query id {parts[0]!r} is empty or holds whitespace or U+FEFF", path=path, line=n)
         if parts[0] in texts:
             raise IrkitError(f"duplicate query id {parts[0]!r}", path=path, line=n)
         texts[parts[0]] = parts[1]
@@ -193,6 +197,7 @@ def read_qrels(path: str | Path, queries: Queries | None = None) -> Qrels:
     """
     judgments: dict[str, dict[str, int]] = {}
     for n, line in _lines(path):
+        _no_bom(line, path, n)
         parts = line.split()
         if n == 1 and parts[:2] == ["query-id", "corpus-id"]:  # the BEIR header (a TREC line has 4 columns)
             continue
@@ -239,6 +244,7 @@ def read_run(path: str | Path, queries: Queries | None = None, docids: Container
     seen: set[tuple[str, str]] = set()
     known: set[str] = set()
     for n, line in _lines(path):
+        _no_bom(line, path, n)
         parts = line.split()
         if len(parts) != 6:
             raise IrkitError(f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}", path=path, line=n)
@@ -273,7 +279,7 @@ def write_run(run: Ranking, path: str | Path, tag: str = "irkit") -> None:
     are refused before anything is written, naming the query and document.
     """
     if not isinstance(tag, str) or not valid_id(tag):
-        raise IrkitError(f"run tag {tag!r} is empty or holds whitespace", path=path)
+        raise IrkitError(f"run tag {tag!r} is empty or holds whitespace or U+FEFF", path=path)
     for qid, (docids, scores) in run.items():
         _check_written_id("query id", qid, path)
         for d in docids:
@@ -288,9 +294,15 @@ def write_run(run: Ranking, path: str | Path, tag: str = "irkit") -> None:
                 f.write(f"{qid} Q0 {d} {rank} {s:.6f} {tag}\n")
 
 
+def _no_bom(line: str, path: str | Path, n: int) -> None:
+    """Refuse U+FEFF in a line of ids and numbers: it would become part of an id."""
+    if BOM in line:
+        raise IrkitError("U+FEFF (a byte-order mark) inside the line", path=path, line=n)
+
+
 def _check_written_id(what: str, value: object, path: str | Path) -> None:
     if not isinstance(value, str) or not valid_id(value):
-        raise IrkitError(f"{what} {value!r} is not a string without whitespace; it cannot be written", path=path)
+        raise IrkitError(f"{what} {value!r} is empty or not a string, or holds whitespace or U+FEFF", path=path)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -275,7 +275,9 @@ def _checked(docs: Iterable[object]) -> Iterator[Doc]:
         if not isinstance(d, Doc):
             raise IrkitError(f"corpus item {i} is a {type(d).__name__}, expected irkit.Doc(docid, title, text)")
         if not isinstance(d.docid, str) or not valid_id(d.docid):
-            raise IrkitError(f"corpus item {i}: docid {d.docid!r} is not a string without whitespace")
+            raise IrkitError(
+                f"corpus item {i}: docid {d.docid!r} is empty or not a string, or holds whitespace or U+FEFF"
+            )
         if d.docid in seen:
             raise IrkitError(f"corpus item {i}: duplicate docid {d.docid!r}")
         if not isinstance(d.title, str) or not isinstance(d.text, str):
