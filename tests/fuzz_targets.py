@@ -66,6 +66,18 @@ def columns(n: int) -> st.SearchStrategy[str]:
     )
 
 
+# a TREC run line with the right shape, so that accepted runs (and their round trip) are common
+run_line = st.builds(
+    lambda q, d, r, score, t, sep: sep.join([q, "Q0", d, r, score, t]),
+    token,
+    token,
+    st.integers(-5, 10**6).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr) | token,
+    token,
+    st.sampled_from([" ", "\t"]),
+)
+
+
 @contextlib.contextmanager
 def _written_and_read_back() -> Iterator[None]:
     """Writing what a reader accepted, and reading it back, must not fail: an IrkitError here is a bug."""
@@ -171,7 +183,7 @@ TARGETS: dict[str, tuple[st.SearchStrategy[bytes], str, Callable[[Path, Path], N
         queries,
     ),
     "qrels": (lines_file(columns(3) | columns(4)), "qrels.txt", qrels),
-    "run": (lines_file(columns(6)), "run.trec", run),
+    "run": (lines_file(columns(6) | run_line), "run.trec", run),
     "yaml": (
         pipeline_text().map(lambda s: s.encode("utf-8", errors="surrogatepass")) | st.binary(max_size=200),
         "pipeline.yaml",
