@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _LAZY = {
     "IrkitError": "irkit.errors",
+    "IrkitWarning": "irkit.errors",
     "Queries": "irkit.data.types",
     "Ranking": "irkit.data.types",
     "Qrels": "irkit.data.types",

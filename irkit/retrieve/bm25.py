@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +41,17 @@ class BM25(Retriever):
         fb_docs: int = 10,
         original_query_weight: float = 0.5,
     ) -> None:
-        if depth < 1 or threads < 1:
-            raise IrkitError(f"BM25 needs depth >= 1 and threads >= 1, got depth={depth}, threads={threads}")
-        if fb_terms < 1 or fb_docs < 1 or not 0 <= original_query_weight <= 1:
-            raise IrkitError(
-                "RM3 needs fb_terms >= 1, fb_docs >= 1 and 0 <= original_query_weight <= 1, got "
-                f"{fb_terms}, {fb_docs}, {original_query_weight}"
-            )
+        for param, value, ok, need in (
+            ("k1", k1, math.isfinite(k1) and k1 >= 0, "finite and >= 0"),
+            ("b", b, math.isfinite(b) and 0 <= b <= 1, "between 0 and 1"),
+            ("depth", depth, 1 <= depth < 2**31, "between 1 and 2**31 - 1"),
+            ("threads", threads, threads >= 1, ">= 1"),
+            ("fb_terms", fb_terms, fb_terms >= 1, ">= 1"),
+            ("fb_docs", fb_docs, fb_docs >= 1, ">= 1"),
+            ("original_query_weight", original_query_weight, 0 <= original_query_weight <= 1, "between 0 and 1"),
+        ):
+            if not ok:
+                raise IrkitError(f"BM25 {param} must be {need}, got {value!r}")
         self.index_path = str(index)
         self.k1, self.b, self.depth, self.threads = float(k1), float(b), int(depth), int(threads)
         self.rm3, self.fb_terms, self.fb_docs = bool(rm3), int(fb_terms), int(fb_docs)
@@ -75,11 +81,24 @@ class BM25(Retriever):
         return self._searcher
 
     def retrieve(self, queries: Queries, k: int) -> Ranking:
-        """Top ``k`` documents per query, searched in one batch on ``threads`` threads."""
-        qids = list(queries)
-        hits = self.searcher().batch_search([queries[q] for q in qids], qids, k=k, threads=self.threads) if qids else {}
-        results = {}
-        for q in qids:
-            found = hits.get(q, [])
-            results[q] = ([h.docid for h in found], np.array([h.score for h in found], dtype=np.float64))
-        return Ranking(results, queries, self.index.docstore)
+        """Top ``k`` documents per query, searched in bounded batches on ``threads`` threads."""
+        return Ranking(dict(search_in_batches(self, queries, k)), queries, self.index.docstore)
+
+
+HITS_PER_BATCH = 100_000  # Lucene hits held at once (each carries its stored document): bounds memory
+
+
+def search_in_batches(bm25: BM25, queries: Queries, k: int) -> Iterator[tuple[str, tuple[list[str], np.ndarray]]]:
+    """``(qid, (docids, scores))`` for each query in order, searched ``HITS_PER_BATCH // k`` queries at a time.
+
+    Each query is searched on its own, so the results equal one big batch; peak memory
+    depends on ``k`` and the batch, not on the number of queries.
+    """
+    qids = list(queries)
+    step = max(bm25.threads, HITS_PER_BATCH // k)
+    for start in range(0, len(qids), step):
+        batch = qids[start : start + step]
+        hits = bm25.searcher().batch_search([queries[q] for q in batch], batch, k=k, threads=bm25.threads)
+        for q in batch:
+            found = hits.pop(q, [])
+            yield q, ([h.docid for h in found], np.array([h.score for h in found], dtype=np.float64))
