@@ -680,7 +680,7 @@ def _cell(show: str, cond: Condition, label: str, last: dict[str, Any] | None) -
     if show == "depth":
         return str(cond.candidates or "–")
     if show == "queries":
-        return str(last["queries"] if last and last.get("queries") else cond.max_queries or "all")
+        return str(cond.max_queries or "all")
     if show == "reference":
         return cond.reference
     if show == "p":
@@ -784,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"regress: error: {e}", file=sys.stderr)
         return 2
     print(f"\n{len(names) - len(failed)}/{len(names)} conditions ok", *(["FAILED:", *failed] if failed else []))
+    print("records in eval/results/regress/; `python eval/regress.py --render` puts them in the docs' tables")
     return 1 if failed else 0
 
 
