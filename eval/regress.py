@@ -119,25 +119,15 @@ class Spec:
 
 
 class _Checker:
-    """Validation errors that name the file, the YAML path and its line."""
+    """Validation errors that name the file, the YAML path and its line (the pipeline loader's format)."""
 
     def __init__(self, path: Path, text: str) -> None:
-        self.path, self.root = path, yaml.compose(text, Loader=yaml.SafeLoader)
+        from irkit.pipeline.config import _Ctx
+
+        self._ctx = _Ctx(str(path), yaml.compose(text, Loader=yaml.SafeLoader))
 
     def error(self, where: tuple[str | int, ...], message: str) -> IrkitError:
-        node, line = self.root, None
-        for key in where:
-            if isinstance(node, yaml.MappingNode):
-                node = next((v for k, v in node.value if k.value == key), None)
-            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-                node = node.value[key]
-            else:
-                node = None
-            if node is None:
-                break
-            line = node.start_mark.line + 1
-        text = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in where).lstrip(".")
-        return IrkitError(f"{text}: {message}", path=self.path, line=line)
+        return self._ctx.error(where, message)
 
     def mapping(self, value: Any, where: tuple[str | int, ...], allowed: set[str] | None = None) -> dict[str, Any]:
         if not isinstance(value, dict):
