@@ -381,7 +381,8 @@ class Outcome:
 
     def report(self) -> str:
         width = max(len(c.what) for c in self.checks)
-        lines = [f"{self.name}: {'ok' if self.ok else 'FAIL'} ({self.wall_s:.0f} s, {self.queries or '?'} queries)"]
+        queries = f", {self.queries} queries" if self.queries else ""
+        lines = [f"{self.name}: {_okay(self.ok)} ({self.wall_s:.0f} s{queries})"]
         for c in self.checks:
             lines.append(f"  {c.what:<{width}}  expected {c.expected:<18} measured {c.measured:<18} {_okay(c.ok)}")
         return "\n".join(lines)
