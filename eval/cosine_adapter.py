@@ -33,7 +33,7 @@ import numpy as np
 from irkit.data.datasets import load_dataset
 from irkit.data.io import read_qrels, read_topics_tsv
 from irkit.data.types import Qrels, Queries, Ranking
-from irkit.evaluate import (
+from irkit.evaluation import (
     choose_threshold,
     compare,
     evaluate,
@@ -71,7 +71,7 @@ def retrieve(kind: str, queries: Queries, name: str) -> Ranking:
     from irkit import index
 
     path = CACHE / f"{name}.jsonl"
-    retriever = index.retriever(INDEXES[kind], k=DEPTH)
+    retriever = index.retriever(INDEXES[kind], depth=DEPTH)
     if path.is_file():
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         results = {r["qid"]: (r["docids"], np.array(r["scores"], dtype=np.float64)) for r in rows}
@@ -297,7 +297,7 @@ def downstream(flts: dict[str, CosineFilter], queries: Queries, qrels: Qrels) ->
 
     saved = CACHE / "downstream.json"
     known = json.loads(saved.read_text()) if saved.is_file() else {}
-    dense = Dense(INDEXES["dense"], k=DEPTH)
+    dense = Dense(INDEXES["dense"], depth=DEPTH)
     ce = CrossEncoder()
     pipes = {"dense % 100 >> CrossEncoder()": (dense % DEPTH >> ce, "ce")}
     for name, flt in flts.items():

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     ds = load_dataset(args.dataset, args.split)
     if ds.qrels is None:
         raise IrkitError(f"split {args.split!r} of {args.dataset} has no qrels to train on")
-    retriever = index.retriever(args.index, k=args.depth)
+    retriever = index.retriever(args.index, depth=args.depth)
     ranking = retriever(ds.queries)
     log = args.log or args.out.with_name(args.out.name + ".loss.jsonl")
     log.unlink(missing_ok=True)

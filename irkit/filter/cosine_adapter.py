@@ -316,7 +316,7 @@ def fit(
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    from irkit.evaluate import pr_auc
+    from irkit.evaluation import pr_auc
     from irkit.tune.trainer import set_seed
 
     cfg = config or FitConfig()
@@ -654,7 +654,7 @@ def train(
     ``precision`` (most recall with dev precision >= ``target``) or ``f1``. ``describe``
     (e.g. the dataset and split) is recorded in the artifact with the training facts.
     """
-    from irkit.evaluate import choose_threshold, pr_auc, precision_at_recall
+    from irkit.evaluation import choose_threshold, pr_auc, precision_at_recall
 
     cfg = config or FitConfig()
     families = FAMILIES if family == "auto" else (family,)
