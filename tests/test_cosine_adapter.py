@@ -343,7 +343,7 @@ def test_yaml_round_trip(saved: Path, indexes: dict[str, Path], data: Dataset, t
 
 def test_cli_trains_an_artifact(indexes: dict[str, Path], scifact_slice: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "flt"
-    argv = ["filter", "train", "--index", str(indexes["a"]), "--dataset", str(scifact_slice), "--split", "test"]
+    argv = ["tune", "filter", "--retriever", str(indexes["a"]), "--dataset", str(scifact_slice), "--split", "test"]
     argv += ["--out", str(out), "--depth", "50", "--family", "sqrt", "--epochs", "2", "--hidden", "8"]
     assert main(argv) == 0
     assert "family sqrt" in capsys.readouterr().err
@@ -351,6 +351,6 @@ def test_cli_trains_an_artifact(indexes: dict[str, Path], scifact_slice: Path, t
     assert flt.family == "sqrt" and flt.config["training"]["depth"] == 50
     assert flt.config["training"]["split"] == "test"
     assert len((tmp_path / "flt.loss.jsonl").read_text().splitlines()) == 2
-    bad = ["filter", "train", "--index", str(indexes["a"]), "--dataset", str(scifact_slice), "--split", "test"]
+    bad = ["tune", "filter", "--retriever", str(indexes["a"]), "--dataset", str(scifact_slice), "--split", "test"]
     assert main([*bad, "--out", str(tmp_path / "x"), "--depth", "0"]) == 2
     assert "--depth must be >= 1" in capsys.readouterr().err and not (tmp_path / "x").exists()

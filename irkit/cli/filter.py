@@ -1,4 +1,4 @@
-"""``irkit filter train``: train a Cosine Adapter relevance filter behind a retriever into an artifact."""
+"""``irkit tune filter``: train a Cosine Adapter relevance filter behind a retriever into an artifact."""
 
 from __future__ import annotations
 
@@ -7,32 +7,30 @@ import sys
 from pathlib import Path
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "filter",
-        help="relevance filters that shorten candidate lists (Cosine Adapter)",
-        description="Relevance filters: Filter-role stages placed after a retriever, before reranking.",
-    )
-    actions = p.add_subparsers(dest="filter_command", metavar="ACTION", required=True)
+def add_parser(actions: argparse._SubParsersAction) -> None:
+    """The ``filter`` action of ``irkit tune`` (irkit/cli/tune.py)."""
     t = actions.add_parser(
-        "train",
-        help="train a Cosine Adapter behind the retriever of an index",
+        "filter",
+        help="train a Cosine Adapter relevance filter behind the retriever of an index",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Retrieve the top --depth of every judged query of --split from --index, then train the Cosine\n"
-            "Adapter (a query-dependent monotone map of the raw scores into probabilities) with binary\n"
-            "cross-entropy on those (query, document) pairs. A dev slice carved from the split picks the\n"
-            "epoch, the mapping family (--family auto: the best dev PR-AUC) and the global threshold tau.\n"
-            "Writes OUT (cosine_adapter.safetensors + cosine_filter.json) and the loss log OUT.loss.jsonl.\n"
-            "Use it as `Dense(...) % 100 >> CosineFilter.load(OUT)` or {cosine_filter: {path: OUT}} in YAML."
+            "Retrieve the top --depth of every judged query of --split with the retriever of the index\n"
+            "--retriever, then train the Cosine Adapter (a query-dependent monotone map of the raw scores\n"
+            "into probabilities) with binary cross-entropy on those (query, document) pairs. A dev slice\n"
+            "carved from the split picks the epoch, the mapping family (--family auto: the best dev PR-AUC)\n"
+            "and the global threshold tau. Writes OUT (cosine_adapter.safetensors + cosine_filter.json) and\n"
+            "the loss log OUT.loss.jsonl. Use it as `Dense(...) % 100 >> CosineFilter.load(OUT)` or\n"
+            "{cosine_filter: {path: OUT}} in a pipeline YAML."
         ),
         epilog=(
             "example:\n"
-            "  irkit filter train --index indexes/scifact-minilm --dataset ../shared/data/beir/scifact \\\n"
+            "  irkit tune filter --retriever indexes/scifact-minilm --dataset ../shared/data/beir/scifact \\\n"
             "      --split train --out filters/scifact-minilm"
         ),
     )
-    t.add_argument("--index", required=True, type=Path, help="index whose retriever the filter will sit behind")
+    t.add_argument(
+        "--retriever", required=True, type=Path, help="index directory whose retriever the filter will sit behind"
+    )
     t.add_argument("--dataset", required=True, help="a BEIR directory, dataset name or ir_datasets id")
     t.add_argument("--split", default="train", help="training split (its judged queries; default train)")
     t.add_argument("--out", required=True, type=Path, help="artifact directory to write")
@@ -68,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     ds = load_dataset(args.dataset, args.split)
     if ds.qrels is None:
         raise IrkitError(f"split {args.split!r} of {args.dataset} has no qrels to train on")
-    retriever = index.retriever(args.index, depth=args.depth)
+    retriever = index.retriever(args.retriever, depth=args.depth)
     ranking = retriever(ds.queries)
     log = args.log or args.out.with_name(args.out.name + ".loss.jsonl")
     log.unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""``irkit tune``: train a bi-encoder or cross-encoder with connected adapters (or a baseline) into an artifact."""
+"""``irkit tune``: train a bi-encoder or cross-encoder with connected adapters (or a baseline) into an artifact;
+``irkit tune filter``: train a relevance filter (irkit/cli/filter.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "(houlsby, lora, bitfit, full) on a BEIR training split. Negatives come from a first-stage run "
             "(e.g. BM25 from `irkit search`); a dev slice carved from the training queries selects the best "
             "epoch (nDCG@10 of reranking its candidates) and stops early. Writes a small adapter artifact "
-            "(safetensors + irkit_adapter.json) that CrossEncoder / Dense load by path."
+            "(safetensors + irkit_adapter.json) that CrossEncoder / Dense load by path. "
+            "`irkit tune filter --help`: train a Cosine Adapter relevance filter instead."
         ),
     )
-    p.add_argument("--dataset", required=True, help="BEIR directory (corpus.jsonl, queries.jsonl, qrels/)")
+    from irkit.cli import filter as filter_cli
+
+    filter_cli.add_parser(p.add_subparsers(dest="tune_command", metavar="[filter]"))
+    p.add_argument("--dataset", help="BEIR directory (corpus.jsonl, queries.jsonl, qrels/)")
     p.add_argument("--split", default="train", help="training split (qrels/<split>.tsv); default train")
-    p.add_argument("--candidates", required=True, help="TREC run with first-stage candidates for the split")
-    p.add_argument("--out", required=True, help="artifact directory to write")
+    p.add_argument("--candidates", help="TREC run with first-stage candidates for the split")
+    p.add_argument("--out", help="artifact directory to write")
     p.add_argument("--kind", choices=["cross-encoder", "bi-encoder"], default="cross-encoder")
     p.add_argument("--method", choices=["connected", "houlsby", "lora", "bitfit", "full"], default="connected")
     p.add_argument("--backbone", default="minilm", help="registry name or path of the backbone (default minilm)")
@@ -38,10 +43,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--log", default=None, help="loss curve as jsonl (default OUT.loss.jsonl)")
     p.add_argument("--no-cache", action="store_true", help="connected: do not cache the frozen backbone's outputs")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
+    missing = [f"--{k}" for k in ("dataset", "candidates", "out") if getattr(args, k) is None]
+    if missing:  # not argparse-required: `irkit tune filter` does without them
+        args.parser.error(f"the following arguments are required: {', '.join(missing)}")
     import tempfile
     from pathlib import Path
 
