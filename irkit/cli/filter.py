@@ -39,8 +39,9 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--features",
         choices=["query", "query+list"],
-        default="query",
-        help="network input: the query embedding (the paper), or it plus statistics of the raw list",
+        default="query+list",
+        help="network input: the query embedding plus statistics of its raw score list (default), or the "
+        "query embedding alone (the paper; it did not beat z-score normalisation in eval/results/cosine_adapter.md)",
     )
     t.add_argument("--encoder", default=None, help="query encoder (default: the dense index's model, else minilm)")
     t.add_argument("--rule", choices=["recall", "precision", "f1"], default="recall", help="how tau is chosen on dev")

@@ -16,7 +16,9 @@ increasing in ``s`` and never reorders a query's list. The family fixes the term
 at first order, so ``p`` bends the curve without moving it). ``mu_k``/``sd_k`` standardise each
 term over the training pairs (preconditioning only; fixed and stored). A two-layer network
 reads the *frozen* query embedding of the retriever's own query encoder
-(:class:`irkit.models.encoder.BiEncoder`; for BM25, ``minilm``) and outputs ``a(q)``, ``b(q)``
+(:class:`irkit.models.encoder.BiEncoder`; for BM25, ``minilm``), by default together with five
+statistics of the query's raw score list (an extension; ``features="query"`` is the paper's
+input), and outputs ``a(q)``, ``b(q)``
 (and ``p(q)``); it is trained with binary cross-entropy on the (query, retrieved document)
 pairs of the retriever's top-k: positives from qrels, negatives the retrieved non-relevant
 documents, i.e. the distribution it filters at deployment. The mapping runs in float64 at
@@ -67,6 +69,7 @@ MATCH = ("index", "model")
 MODEL_KEYS = ("type", "model", "dimension", "metric", "normalized", "analyzer", "contents")
 INDEX_KEYS = (*MODEL_KEYS, "factory", "doc_count", "corpus_sha256")
 #: what the query network reads: the query embedding (the paper), or it plus statistics of the query's raw list
+#: (the default: see eval/results/cosine_adapter.md)
 FEATURES = ("query", "query+list")
 LIST_STATS = ("max", "mean", "std", "median", "10th")
 MIN_SLOPE = 1e-3
@@ -575,7 +578,7 @@ class TrainingSet:
 def training_set(
     run: Ranking,
     qrels: Qrels,
-    features: str = "query",
+    features: str = "query+list",
     encoder: str | None = None,
     dev_fraction: float = 0.2,
     rel: int = 1,
@@ -586,9 +589,11 @@ def training_set(
     ``run`` is the retriever's top-k for the training queries, from an irkit index (so the
     retriever is known); a pair is positive when its grade is >= ``rel``. ``dev_fraction`` of
     the judged queries form the dev slice (``irkit.tune.split_dev``). ``features="query+list"``
-    also feeds the network statistics of the query's raw list (max, mean, std, median, 10th
-    best; an irkit extension, not in the paper); the mapping stays monotone per query either
-    way. ``encoder`` is the frozen query encoder (default: the dense index's own model, else
+    (the default; an irkit extension, not in the paper) also feeds the network statistics of the
+    query's raw list (max, mean, std, median, 10th best); ``"query"`` is the paper's query
+    embedding alone. The default is the variant that beat every baseline in
+    eval/results/cosine_adapter.md (the query embedding alone did not). The mapping stays
+    monotone per query either way. ``encoder`` is the frozen query encoder (default: the dense index's own model, else
     ``minilm``).
     """
     from irkit.models.encoder import BiEncoder
