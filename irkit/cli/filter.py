@@ -25,7 +25,7 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
         epilog=(
             "example:\n"
             "  irkit tune filter --retriever indexes/scifact-minilm --dataset ../shared/data/beir/scifact \\\n"
-            "      --split train --out filters/scifact-minilm"
+            "      --split train --out runs/filters/scifact-minilm"
         ),
     )
     t.add_argument(
