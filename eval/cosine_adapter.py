@@ -573,7 +573,7 @@ def report(results: dict[str, Any], path: Path) -> None:
                 f"`{n}`",
                 str(r["pairs"]),
                 r["nDCG@10"],
-                fmt(r.get("p_vs_unfiltered") or nan, 3),
+                "—" if r.get("p_vs_unfiltered") is None else f"{r['p_vs_unfiltered']:.2g}",
                 fmt(r.get("wall_s") or nan, 0),
                 fmt(r.get("max_score_diff_vs_unfiltered", nan), 6),
             ]
