@@ -400,7 +400,8 @@ def plot(panels: dict[str, dict[str, object]], path: Path) -> None:
         draw(ax, title, res)
         draw(zoom, f"{title}: high recall", res)
         zoom.set_xlim(0.8, 1.005)
-        zoom.set_ylim(0, 0.2)
+        tail = [p[r >= 0.8].max() for p, r in res["curves"].values() if (r >= 0.8).any()]  # type: ignore[union-attr]
+        zoom.set_ylim(0, min(1.01, 1.15 * max(tail)))
     axes[0][0].legend(fontsize=7, loc="upper right")
     fig.suptitle("Pooled (query, document) pairs of the top 100; dots: thresholds chosen on SciFact dev (recall 95 %)")
     fig.tight_layout()
