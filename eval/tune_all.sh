@@ -65,14 +65,13 @@ curves() {
       --out "runs/tune/art/bi_${tag}_lr${lr}_s${seed}" --results "$res" "$@"
   }
   for seed in $seeds; do
-    for i in 0 1; do  # every method at its first learning rate before any at its second
+    for i in 1 2; do  # every method at its first learning rate before any at its second
       for method in connected full houlsby lora bitfit side; do
-        lr=$(lrs "$method" | cut -d' ' -f$((i + 1)))
-        run "$method" "$lr" "$seed" "$method"
+        run "$method" "$(lrs "$method" | cut -d' ' -f$i)" "$seed" "$method"
       done
+      # equal wall-clock compute: the side network's cheap steps buy more passes over the same examples
+      run side "$(lrs side | cut -d' ' -f$i)" "$seed" side-4ep --epochs 4
     done
-    # equal wall-clock compute: the side network's cheap steps buy more passes over the same examples
-    for lr in $(lrs side); do run side "$lr" "$seed" side-4ep --epochs 4; done
   done
   python eval/tune_convergence.py --results "$out"
 }
