@@ -503,16 +503,16 @@ def test_default_cross_encoder_is_a_small_registered_artifact_that_ranks(scifact
     assert (good > other).sum() >= 10, (good, other)
 
 
-@pytest.mark.parametrize("method", ["connected", "side"])
+@pytest.mark.parametrize("name", ["connected", "connected-sublayers", "side"])
 def test_tuned_bi_encoder_artifact_serves_biencoder_and_dense_index(
-    method: str, tiny_dir: Path, tmp_path: Path, scifact_slice: Path
+    name: str, tiny_dir: Path, tmp_path: Path, scifact_slice: Path
 ) -> None:
-    """BiEncoder (and so index building and the Dense stage) loads a tuned artifact by its directory."""
+    """BiEncoder (and so index building and the Dense stage, on oneDNN) loads a tuned artifact by its directory."""
     from irkit.index.dense import build_dense_index
     from irkit.models.encoder import BiEncoder
     from irkit.retrieve.dense import Dense
 
-    model, tok = artifacts.build("bi-encoder", str(tiny_dir), {"method": method, "rank": 4})
+    model, tok = artifacts.build("bi-encoder", str(tiny_dir), CONFIGS[name] | {"rank": 4})
     _perturb(model)
     model.eval()
     out = artifacts.save(model, tmp_path / "bi", kind="bi-encoder", backbone=str(tiny_dir))
