@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tune_common import RUNS, add_tuning_args, load_scifact, sample, tune_section
+from tune_common import RUNS, add_tuning_args, load_scifact, sample
 
+from irkit.cli.tune import tune_section
 from irkit.data.types import Ranking
 from irkit.evaluate import evaluate
 from irkit.tune import artifacts
@@ -42,7 +43,7 @@ def encode(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_tuning_args(ap)
+    add_tuning_args(ap, extra_methods=("zero-shot",))
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--n-negatives", type=int, default=1)
     ap.add_argument("--max-length", type=int, default=256, help="document tokens")

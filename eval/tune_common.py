@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from irkit.cli.tune import add_method_args
 from irkit.data.io import read_corpus, read_qrels, read_queries, read_run, write_run
 from irkit.data.types import Qrels, Queries, Ranking
 from irkit.tune.trainer import split_dev
@@ -61,12 +62,9 @@ def load_scifact(dev_fraction: float = 0.1, seed: int = 13) -> SciFact:
     return SciFact(queries, doc_text, train.subset(train_q), train.subset(dev_q), test, bm25_run(judged))
 
 
-def add_tuning_args(ap: argparse.ArgumentParser, **defaults: Any) -> None:
-    """Options every tuning experiment shares: the method, its budget and the dev protocol."""
-    ap.add_argument("--method", default="connected", help="a tuning method (irkit.tune.METHODS)")
-    ap.add_argument("--rank", type=int, default=None, help="default: the method's (irkit.tune.adapters.DEFAULT_RANK)")
-    ap.add_argument("--placement", default="layer", help="connected: in-block adapter sites")
-    ap.add_argument("--no-pathway", action="store_true", help="connected without the aside pathway (ablation)")
+def add_tuning_args(ap: argparse.ArgumentParser, extra_methods: tuple[str, ...] = (), **defaults: Any) -> None:
+    """Options every tuning experiment shares: the method (as ``irkit tune`` takes it), budget and dev protocol."""
+    add_method_args(ap, extra_methods)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=None, help="default: irkit.tune.trainer.DEFAULT_LR")
     ap.add_argument("--train-examples", type=int, default=0, help="seeded random subset of the training examples")
@@ -76,11 +74,6 @@ def add_tuning_args(ap: argparse.ArgumentParser, **defaults: Any) -> None:
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slow without AVX512-BF16)")
     ap.set_defaults(**defaults)
-
-
-def tune_section(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``tune`` section for irkit.tune.artifacts.build from :func:`add_tuning_args` options."""
-    return {"method": args.method, "rank": args.rank, "placement": args.placement, "pathway": not args.no_pathway}
 
 
 def sample(items: Sequence[T], n: int, seed: int) -> list[T]:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample, tune_section
+from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample
 
+from irkit.cli.tune import tune_section
 from irkit.data.io import write_run
 from irkit.data.types import Qrels, Ranking
 from irkit.evaluate import compare, evaluate

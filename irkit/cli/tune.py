@@ -5,9 +5,29 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_method_args(p: argparse.ArgumentParser, extra_methods: tuple[str, ...] = ()) -> None:
+    """The tuning method and its shape (``--method``, ``--rank``, ...), read by :func:`tune_section`."""
     from irkit.tune import METHODS, PLACEMENTS
 
+    p.add_argument("--method", choices=[*METHODS, *extra_methods], default="connected")
+    p.add_argument("--rank", type=int, default=None, help="adapter/LoRA rank (default 16, side 32)")
+    p.add_argument("--placement", choices=PLACEMENTS, default="layer", help="connected: in-block adapter sites")
+    p.add_argument("--aside-rank", type=int, default=None, help="connected: aside-module rank (default: --rank)")
+    p.add_argument("--no-pathway", action="store_true", help="connected: drop the aside pathway (ablation)")
+
+
+def tune_section(args: argparse.Namespace) -> dict:
+    """The ``tune`` section of an artifact (``irkit.tune.artifacts.build``) from :func:`add_method_args` options."""
+    return {
+        "method": args.method,
+        "rank": args.rank,
+        "placement": args.placement,
+        "aside_rank": args.aside_rank,
+        "pathway": not args.no_pathway,
+    }
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tune",
         help="parameter-efficient tuning of a bi-encoder or cross-encoder",
@@ -25,12 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidates", required=True, help="TREC run with first-stage candidates for the split")
     p.add_argument("--out", required=True, help="artifact directory to write")
     p.add_argument("--kind", choices=["cross-encoder", "bi-encoder"], default="cross-encoder")
-    p.add_argument("--method", choices=METHODS, default="connected")
+    add_method_args(p)
     p.add_argument("--backbone", default="minilm", help="registry name or path of the backbone (default minilm)")
-    p.add_argument("--rank", type=int, default=None, help="adapter/LoRA rank (default 16, side 32)")
-    p.add_argument("--placement", choices=PLACEMENTS, default="layer", help="connected: in-block adapter sites")
-    p.add_argument("--aside-rank", type=int, default=None, help="connected: aside-module rank (default: --rank)")
-    p.add_argument("--no-pathway", action="store_true", help="connected: drop the aside pathway (ablation)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default depends on the method)")
     p.add_argument("--batch-size", type=int, default=8, help="queries per step")
@@ -71,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
     examples = build_examples(
         {q: ds.qrels[q] for q in train_q}, queries, candidates, doc_text, args.negatives, args.neg_depth, args.seed
     )
-    tune = {"method": args.method, "rank": args.rank, "placement": args.placement, "aside_rank": args.aside_rank}
-    model, tok = artifacts.build(args.kind, args.backbone, tune | {"pathway": not args.no_pathway})
+    model, tok = artifacts.build(args.kind, args.backbone, tune_section(args))
     if args.method == "side" and not args.no_cache:
         model_encoder = model.encoder if args.kind == "cross-encoder" else model
         model_encoder.enable_tap_cache()
