@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tune_common import RUNS, add_tuning_args, load_scifact, sample
+from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample
 
 from irkit.cli.tune import tune_section
 from irkit.data.types import Ranking
@@ -39,6 +39,21 @@ def encode(
             idx = order[i : i + batch_size]
             out[idx] = embed(model, tok, [texts[j] for j in idx], max_length).numpy()
     return out
+
+
+def dev_slice(data: SciFact, n: int, seed: int) -> list[str]:
+    """The dev queries a run checks: a seeded subset of ``n`` of the dev slice (all when 0) with BM25 candidates."""
+    return sample(sorted(q for q in data.dev_qrels if q in data.bm25), n, seed)
+
+
+def dev_run(model: torch.nn.Module, tok, data: SciFact, qids: list[str], args: argparse.Namespace) -> Ranking:
+    """Each dev query's BM25 top ``dev_depth`` reranked by cosine: what a dev check scores."""
+    queries = {q: data.queries[q] for q in qids}
+    candidates = {q: data.bm25[q][0] for q in qids}
+    scores = rerank_candidates(
+        model, tok, queries, candidates, data.doc_text, args.dev_depth, args.max_length, args.query_max_length
+    )
+    return Ranking.from_scores(scores, data.queries.subset(qids))
 
 
 def main() -> None:
@@ -86,8 +101,7 @@ def main() -> None:
             seed=args.seed,
         )
         examples = sample(examples, args.train_examples, args.seed)
-        dev_qids = sample(sorted(q for q in data.dev_qrels if q in candidates), args.dev_queries, args.seed)
-        dev_q = {q: queries[q] for q in dev_qids}
+        dev_qids = dev_slice(data, args.dev_queries, args.seed)
         dev_qrels = data.dev_qrels.subset(dev_qids)
         curve = args.eval_every > 0
         # the untuned model is the same for every method (zero-initialised modules), so its dev score, the
@@ -100,10 +114,7 @@ def main() -> None:
             checks[0] += 1
             if checks[0] == 1 and untuned.is_file():
                 return float(json.loads(untuned.read_text(encoding="utf-8"))["dev"])
-            scores = rerank_candidates(
-                m, tok, dev_q, candidates, data.doc_text, args.dev_depth, args.max_length, args.query_max_length
-            )
-            score = evaluate(Ranking.from_scores(scores), dev_qrels, ["nDCG@10"])["nDCG@10"]
+            score = evaluate(dev_run(m, tok, data, dev_qids, args), dev_qrels, ["nDCG@10"])["nDCG@10"]
             if checks[0] == 1:
                 untuned.write_text(json.dumps({"dev": score}), encoding="utf-8")
             return score
@@ -133,7 +144,7 @@ def main() -> None:
             "total_params": total,
             "trainable_pct": 100.0 * trainable / total,
             "n_train_examples": len(examples),
-            "n_dev_queries": len(dev_q),
+            "n_dev_queries": len(dev_qids),
             "train_wall_s": result.wall_s,
             "train_s": result.train_s,
             "steps": result.steps,

@@ -13,9 +13,11 @@ nDCG@10 at the end of the budget; the test split is never looked at), and report
   (for ``side-4ep``, the side network's extra passes that this time buys);
 - the paper's claim: connected within 0.005 of full fine-tuning, above every scattered method.
 
-Writes the summary JSON and a PNG (dev vs steps, dev vs training seconds).
+Writes the summary JSON and a PNG (dev vs steps, dev vs training seconds). ``--paired``
+re-scores the dev queries per query with each chosen run's saved model (``--out`` of the run)
+and the untuned one: paired t-tests say which final differences the dev slice can resolve.
 
-    python eval/tune_convergence.py --results eval/results/tune_curves
+    python eval/tune_convergence.py --results eval/results/tune_curves [--paired]
 """
 
 from __future__ import annotations
@@ -116,6 +118,39 @@ def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict:
     return {"methods": chosen, "claim": claim}
 
 
+def paired(summary: dict, runs: dict[str, dict[str, list[dict]]]) -> dict:
+    """Per-query dev nDCG@10 of each chosen run's saved model (first seed) against the untuned model and full FT."""
+    import torch
+    from tune_bi_encoder import dev_run, dev_slice
+    from tune_common import load_scifact
+
+    from irkit.evaluate import compare
+    from irkit.tune import artifacts
+
+    torch.set_num_threads(2)
+    chosen = {tag: runs[tag][c["lr"]][0] for tag, c in summary["methods"].items()}
+    cfg = argparse.Namespace(**next(iter(chosen.values()))["config"])
+    data = load_scifact(seed=cfg.seed)
+    qids = dev_slice(data, cfg.dev_queries, cfg.seed)
+    qrels = data.dev_qrels.subset(qids)
+    model, tok = artifacts.build("bi-encoder", "minilm", {"method": "connected"})  # zero-init: the untuned model
+    untuned = dev_run(model.eval(), tok, data, qids, cfg)
+    tuned = {}
+    for tag, run in chosen.items():
+        model, tok = artifacts.load_bi_encoder(run["config"]["out"])
+        tuned[tag] = dev_run(model, tok, data, qids, cfg)
+    out = {"n_queries": len(qids), "vs_untuned": {}, "vs_full": {}}
+    for key, base, others in (
+        ("vs_untuned", untuned, tuned),
+        ("vs_full", tuned.get("full"), {t: r for t, r in tuned.items() if t != "full"}),
+    ):
+        if base is None or not others:
+            continue
+        for row in compare(base, others, qrels, "nDCG@10"):
+            out[key][row.name] = {"mean": row.mean, "base": row.baseline_mean, "p": row.p_value, "p_holm": row.p_holm}
+    return out
+
+
 def table(summary: dict) -> str:
     methods = summary["methods"]
     head = (
@@ -172,12 +207,15 @@ def main() -> int:
     ap.add_argument("--kind", default="bi", choices=["bi", "ce"])
     ap.add_argument("--summary", type=Path, default=None, help="default: eval/results/tune_convergence_KIND.json")
     ap.add_argument("--png", type=Path, default=None, help="default: eval/results/tune_convergence_KIND.png")
+    ap.add_argument("--paired", action="store_true", help="per-query dev tests of the chosen runs (bi; loads models)")
     args = ap.parse_args()
     runs = load_runs(args.results, args.kind)
     if not runs:
         print(f"no {args.kind} runs in {args.results}", file=sys.stderr)
         return 1
     summary = summarise(runs)
+    if args.paired:
+        summary["paired_dev"] = paired(summary, runs)
     summary_path = args.summary or HERE / "results" / f"tune_convergence_{args.kind}.json"
     summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     any_run = next(iter(next(iter(runs.values())).values()))[0]
@@ -188,7 +226,7 @@ def main() -> int:
     )
     plot(summary, args.png or HERE / "results" / f"tune_convergence_{args.kind}.png", title)
     print(table(summary))
-    print(json.dumps(summary["claim"], indent=2))
+    print(json.dumps({k: summary[k] for k in ("claim", "paired_dev") if k in summary}, indent=2))
     return 0
 
 
