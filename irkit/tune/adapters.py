@@ -15,8 +15,9 @@ which smooths the loss surface and stabilises training. What we could read of th
 offline is its abstract and introduction (the statements above) and secondary accounts: a
 reading note describes the addition as skip connections that improve gradient flow (an
 "aside" module with a bottleneck architecture) and three variants that differ in where the
-bottlenecks are inserted, the layer-level one working best. The method section's equations
-were not retrievable, so the exact form below is ours; every choice is named.
+bottlenecks are inserted, the one labelled "L" working best (we read: layer-level). The
+method section's equations were not retrievable, so the exact form below is ours; every
+choice is named (eval/results/tune.md lists them with the reasons).
 
 The model, for blocks ``l = 1..L`` of the frozen backbone::
 
