@@ -474,7 +474,7 @@ class Session:
         return run
 
     def _from_run(self, cond: Condition) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None, int]:
-        from irkit.evaluate import compare, evaluate
+        from irkit.evaluation import compare, evaluate
 
         _, queries, qrels = self.data(cond)
         run = self.ranking(cond.name)

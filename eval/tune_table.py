@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tune_grid"
-ORDER = ["zero-shot", "full", "houlsby", "lora", "bitfit", "connected", "connected-3ep"]
+ORDER = ["zero-shot", "full", "houlsby", "lora", "bitfit", "side", "side-3ep", "connected"]
 
 
 def collect(results: Path, kind: str) -> dict[str, list[dict]]:
