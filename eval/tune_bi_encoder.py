@@ -24,21 +24,10 @@ from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample
 from irkit.cli.tune import tune_section
 from irkit.data.types import Ranking
 from irkit.evaluation import evaluate
+from irkit.models.encoder import BiEncoder
 from irkit.tune import artifacts
 from irkit.tune.adapters import count_params
-from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, autocast, build_examples, embed, rerank_candidates
-
-
-def encode(
-    model: torch.nn.Module, tok, texts: list[str], max_length: int, bf16: bool, batch_size: int = 32
-) -> np.ndarray:
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    out = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
-    with torch.inference_mode(), autocast(bf16):
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            out[idx] = embed(model, tok, [texts[j] for j in idx], max_length).numpy()
-    return out
+from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, autocast, build_examples, rerank_candidates
 
 
 def dev_slice(data: SciFact, n: int, seed: int) -> list[str]:
@@ -158,9 +147,10 @@ def main() -> None:
             artifacts.save(model, args.out, kind="bi-encoder", backbone="minilm", max_length=args.max_length)
     if not args.no_test:
         docids = sorted(data.doc_text)
-        doc_vecs = encode(model, tok, [data.doc_text[d] for d in docids], args.max_length, args.bf16)
         test_q = sorted(data.test_qrels)
-        q_vecs = encode(model, tok, [queries[q] for q in test_q], args.query_max_length, args.bf16)
+        with autocast(args.bf16):  # the exact-search test through the BiEncoder users run
+            doc_vecs = BiEncoder.from_model(model, tok, args.max_length).encode([data.doc_text[d] for d in docids])
+            q_vecs = BiEncoder.from_model(model, tok, args.query_max_length).encode([queries[q] for q in test_q])
         sims = q_vecs @ doc_vecs.T
         top = np.argsort(-sims, axis=1)[:, :100]
         run = Ranking.from_scores(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from irkit.errors import IrkitError
 from irkit.models.registry import resolve
+from irkit.rerank.cross_encoder import CrossEncoder
 from irkit.tune import artifacts
 from irkit.tune.adapters import (
     TuneConfig,
@@ -26,9 +28,13 @@ from irkit.tune.trainer import (
     build_examples,
     embed,
     rerank_candidates,
-    score_pairs,
     split_dev,
 )
+
+
+def ce_scores(model: torch.nn.Module, tok, queries: list[str], docs: list[str], max_length: int = 192) -> np.ndarray:
+    """Scores of ``(queries[i], docs[i])`` through the CrossEncoder users run."""
+    return CrossEncoder.from_model(model, tok, max_length).predict(list(zip(queries, docs, strict=True)))
 
 TINY = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
 
@@ -258,13 +264,13 @@ def test_cross_encoder_save_load_round_trip_gives_identical_scores(name: str, ti
     model.eval()
     queries = ["do statins lower ldl?", "vitamin d and bone density"] * 2
     docs = ["Statins reduce LDL cholesterol in adults.", "Bone density rose.", "Unrelated text.", "More text here."]
-    before = score_pairs(model, tok, queries, docs)
+    before = ce_scores(model, tok, queries, docs)
     out = artifacts.save(model, tmp_path / "ce", kind="cross-encoder", backbone=str(tiny_dir))
     cfg = json.loads((out / artifacts.CONFIG_NAME).read_text())
     assert cfg["tune"] == TuneConfig(**tune).to_dict() and cfg["kind"] == "cross-encoder" and cfg["format"] == 2
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt")) and not list(out.glob("*.pkl"))
     loaded, tok2 = artifacts.load_cross_encoder(out)
-    after = score_pairs(loaded, tok2, queries, docs)
+    after = ce_scores(loaded, tok2, queries, docs)
     assert after.shape == (4,)
     assert (before == after).all()
     # the same call contract as AutoModelForSequenceClassification
@@ -339,7 +345,7 @@ def test_format_1_artifacts_load_under_todays_names(
     loaded, _ = artifacts.load_cross_encoder(out)
     assert loaded.encoder.tune_config.method == method
     queries, docs = ["statins and ldl", "bone density"], ["Statins reduce LDL.", "Unrelated text."]
-    assert (score_pairs(loaded, tok, queries, docs) == score_pairs(model.eval(), tok, queries, docs)).all()
+    assert (ce_scores(loaded, tok, queries, docs) == ce_scores(model.eval(), tok, queries, docs)).all()
 
 
 def test_split_dev_is_deterministic_and_disjoint() -> None:
@@ -389,7 +395,7 @@ def test_training_a_two_layer_model_end_to_end_decreases_loss(
     dev_scores: list[float] = []
 
     def dev(m: torch.nn.Module) -> float:
-        s = score_pairs(m, tok, [examples[0].query] * 2, [examples[0].positive, examples[0].negatives[0]])
+        s = ce_scores(m, tok, [examples[0].query] * 2, [examples[0].positive, examples[0].negatives[0]])
         dev_scores.append(float(s[0] - s[1]) if kind == "cross-encoder" else float(len(dev_scores)))
         return dev_scores[-1]
 
@@ -473,8 +479,9 @@ def test_rerank_candidates_scores_the_top_depth_of_each_query(kind: str, tiny_di
             q, d = embed(model, tok, [queries["q1"]], 64), embed(model, tok, [texts["d2"]], 192)
         assert scores["q1"]["d2"] == pytest.approx(float(q[0] @ d[0]), abs=1e-5)
     else:
-        ref = score_pairs(model, tok, [queries["q2"]], [texts["d3"]])
-        assert scores["q2"]["d3"] == pytest.approx(float(ref[0]), abs=1e-5)
+        with torch.no_grad():  # one unpadded forward pass, independent of the batching code
+            ref = model(**tok(queries["q2"], texts["d3"], return_tensors="pt")).logits[0, 0]
+        assert scores["q2"]["d3"] == pytest.approx(float(ref), abs=1e-5)
 
 
 def test_default_cross_encoder_is_a_small_registered_artifact_that_ranks(scifact_dir: Path) -> None:
@@ -496,8 +503,8 @@ def test_default_cross_encoder_is_a_small_registered_artifact_that_ranks(scifact
     texts = {d.docid: d.contents for d in read_corpus(scifact_dir / "corpus.jsonl") if d.docid in set(rel.values())}
     model, tok = artifacts.load_cross_encoder(path)
     qs = [queries[q] for q in dev]
-    good = score_pairs(model, tok, qs, [texts[rel[q]] for q in dev], cfg["max_length"])
-    other = score_pairs(
+    good = ce_scores(model, tok, qs, [texts[rel[q]] for q in dev], cfg["max_length"])
+    other = ce_scores(
         model, tok, qs, [texts[rel[dev[(i + 1) % len(dev)]]] for i in range(len(dev))], cfg["max_length"]
     )
     assert (good > other).sum() >= 10, (good, other)

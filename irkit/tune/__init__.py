@@ -16,7 +16,6 @@ _LAZY = {
     "Example": "irkit.tune.trainer",
     "build_examples": "irkit.tune.trainer",
     "split_dev": "irkit.tune.trainer",
-    "score_pairs": "irkit.tune.trainer",
     "build": "irkit.tune.artifacts",
     "save": "irkit.tune.artifacts",
     "load": "irkit.tune.artifacts",

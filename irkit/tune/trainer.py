@@ -284,71 +284,31 @@ def rerank_candidates(
     query_max_length: int = 64,
     batch_size: int = 32,
 ) -> dict[str, dict[str, float]]:
-    """``qid -> docid -> score`` for each query's top-``depth`` candidates, scored by a tuned model.
+    """``qid -> docid -> score`` for each query's top-``depth`` candidates, scored by a model being tuned.
 
-    A :class:`TunedCrossEncoder` scores (query, doc) pairs; a bi-encoder (:class:`TunedEncoder`)
-    scores cosine similarity. Used for dev-slice model selection and in the eval scripts.
+    Scoring goes through the classes users run: a :class:`TunedCrossEncoder` through
+    ``CrossEncoder.from_model``, a bi-encoder through ``BiEncoder.from_model`` (cosine), so
+    dev-slice model selection sees exactly what the shipped model will compute.
     """
+    from irkit.models.encoder import BiEncoder
+    from irkit.rerank.cross_encoder import CrossEncoder
+
     qids = [q for q in queries if q in candidates]
+    lists = {q: list(candidates[q])[:depth] for q in qids}
     out: dict[str, dict[str, float]] = {}
     if isinstance(model, TunedCrossEncoder):
-        pairs = [(q, d) for q in qids for d in list(candidates[q])[:depth]]
-        scores = score_pairs(
-            model, tokenizer, [queries[q] for q, _ in pairs], [doc_text[d] for _, d in pairs], max_length, batch_size
-        )
+        pairs = [(q, d) for q in qids for d in lists[q]]
+        ce = CrossEncoder.from_model(model, tokenizer, max_length=max_length, batch_size=batch_size)
+        scores = ce.predict([(queries[q], doc_text[d]) for q, d in pairs])
         for (q, d), s in zip(pairs, scores, strict=True):
             out.setdefault(q, {})[d] = float(s)
         return out
-    docids = sorted({d for q in qids for d in list(candidates[q])[:depth]})
-    with torch.inference_mode():
-        qv = (
-            torch.cat(
-                [
-                    embed(model, tokenizer, [queries[q] for q in qids[i : i + batch_size]], query_max_length)
-                    for i in range(0, len(qids), batch_size)
-                ]
-            )
-            if qids
-            else torch.zeros(0)
-        )
-        order = sorted(range(len(docids)), key=lambda i: -len(doc_text[docids[i]]))
-        dv = torch.zeros(len(docids), int(model.config.hidden_size))
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            dv[idx] = embed(model, tokenizer, [doc_text[docids[j]] for j in idx], max_length)
+    docids = sorted({d for q in qids for d in lists[q]})
+    qv = BiEncoder.from_model(model, tokenizer, query_max_length).encode([queries[q] for q in qids], batch_size)
+    dv = BiEncoder.from_model(model, tokenizer, max_length).encode([doc_text[d] for d in docids], batch_size)
     row = {d: i for i, d in enumerate(docids)}
     for qi, q in enumerate(qids):
-        ds = list(candidates[q])[:depth]
-        sims = dv[[row[d] for d in ds]] @ qv[qi]
-        out[q] = {d: float(s) for d, s in zip(ds, sims, strict=True)}
+        sims = dv[[row[d] for d in lists[q]]] @ qv[qi]
+        out[q] = {d: float(s) for d, s in zip(lists[q], sims, strict=True)}
     return out
 
-
-def score_pairs(
-    model: nn.Module,
-    tokenizer,
-    queries: Sequence[str],
-    docs: Sequence[str],
-    max_length: int = 192,
-    batch_size: int = 32,
-) -> np.ndarray:
-    """Cross-encoder scores of ``(queries[i], docs[i])``, length-sorted batches with dynamic padding."""
-    enc = tokenizer(list(queries), list(docs), truncation=True, max_length=max_length)
-    ids, types = enc["input_ids"], enc.get("token_type_ids")
-    order = np.argsort([-len(x) for x in ids], kind="stable")
-    out = np.zeros(len(ids), dtype=np.float32)
-    pad = tokenizer.pad_token_id or 0
-    with torch.inference_mode():
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
-            width = max(len(ids[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            tt = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                input_ids[r, : len(ids[i])] = torch.tensor(ids[i])
-                mask[r, : len(ids[i])] = 1
-                if types is not None:
-                    tt[r, : len(ids[i])] = torch.tensor(types[i])
-            out[idx] = model(input_ids=input_ids, attention_mask=mask, token_type_ids=tt).logits[:, 0].float().numpy()
-    return out
