@@ -17,7 +17,9 @@ class Dense(Stage):
     """First-stage dense retriever: ``Dense(index="indexes/scifact-minilm") % 100``.
 
     ``model`` defaults to the one the index was built with (from its manifest); a model
-    whose vectors have another dimension than the index is an IrkitError. ``search_params``
+    whose vectors have another dimension than the index is an IrkitError, and so is one whose
+    query prefix differs from the manifest's (an index built before prefixes were recorded
+    has none): queries are always encoded with the prefix the index was built for. ``search_params``
     are FAISS search-time settings such as ``"nprobe=16"`` (IVF) or ``"efSearch=128"`` (HNSW).
     """
 
@@ -51,6 +53,13 @@ class Dense(Stage):
                 f"{self.index.dim}-dimensional vectors of {self.index.model!r}",
                 path=self.index_path,
             )
+        expected = str(self.index.manifest.get("query_prefix", ""))
+        if self.encoder.query_prefix != expected:
+            raise IrkitError(
+                f"encoder {model!r} prefixes queries with {self.encoder.query_prefix!r}, but this index was built "
+                f"for queries prefixed with {expected!r} (see its manifest)",
+                path=self.index_path,
+            )
 
     def params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"index": self.index_path, "k": self.k, "batch_size": self.batch_size}
@@ -76,7 +85,7 @@ class Dense(Stage):
         qids = list(queries)
         if not qids:
             return Ranking({}, queries, self.index.docstore)
-        vectors = self.encoder.encode([queries[q] for q in qids], batch_size=self.batch_size)
+        vectors = self.encoder.encode_queries([queries[q] for q in qids], batch_size=self.batch_size)
         scores, rows = self.index.search(vectors, k)
         docids = self.index.docids
         results = {}
