@@ -29,9 +29,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from encode import DATA, cpu_info, timed
+from encode import DATA, cpu_info, timed, write_results
 
-from irkit.data.io import atomic_path, read_corpus, read_queries
+from irkit.data.io import read_corpus, read_queries
 
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx_vnni", "amx_bf16")
 MAX_LENGTH = 256
@@ -184,8 +184,7 @@ def main() -> int:
             f" | {r['irkit_per_cpu_s']:.2f} | {peer_cpu[0]} | {peer_cpu[1]} | {r['peer']} | {agree} |"
         )
     if args.out:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps({"setup": setup, "results": rows}, indent=2) + "\n")
+        write_results(args.out, setup, rows)
     return 0
 
 

@@ -6,7 +6,7 @@ row means short texts never pay for long ones (the main cost on variable-length 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,3 +42,20 @@ def sorted_batches(
             arr[mask] = np.concatenate([rows[i] for i in idx])
             padded[key] = torch.from_numpy(arr)
         yield idx, padded, torch.from_numpy(mask)
+
+
+def text_batches(
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int,
+    desc: str = "batches",
+    show_progress: bool = False,
+) -> Iterator[tuple[np.ndarray, dict[str, Any], Any]]:
+    """``sorted_batches`` of single texts, tokenised once (with special tokens, cut at ``max_length``)."""
+    if not texts:
+        return
+    ids = tokenizer(
+        list(texts), truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
+    )["input_ids"]
+    yield from sorted_batches({"input_ids": ids}, batch_size, tokenizer.pad_token_id or 0, desc, show_progress)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from irkit.errors import IrkitError
-from irkit.models.batching import sorted_batches
+from irkit.models.batching import text_batches
 from irkit.models.onednn import OneDNNLinears
 from irkit.models.registry import resolve
 
@@ -125,16 +125,7 @@ class BiEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        ids = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=self.max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-        batches = sorted_batches(
-            {"input_ids": ids}, batch_size, self.tokenizer.pad_token_id or 0, "encode", show_progress
-        )
+        batches = text_batches(self.tokenizer, texts, self.max_length, batch_size, "encode", show_progress)
         with torch.inference_mode(), self._fast(self.model):
             for idx, inputs, mask in batches:
                 hidden = self.model(**inputs, attention_mask=mask.long()).last_hidden_state

@@ -242,7 +242,11 @@ def fetch(name: str, accept_licence: bool = False, show_progress: bool = True) -
         if is_fetched(name):  # another process finished first
             return out
         shutil.rmtree(out, ignore_errors=True)  # an incomplete folder (a file deleted by hand)
-        os.replace(work / "model", out)
+        try:
+            os.replace(work / "model", out)
+        except OSError:
+            if not is_fetched(name):  # not a concurrent fetch that won the race
+                raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

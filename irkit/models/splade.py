@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from irkit.errors import IrkitError
-from irkit.models.batching import sorted_batches
+from irkit.models.batching import text_batches
 from irkit.models.onednn import OneDNNLinears
 from irkit.models.registry import resolve
 
@@ -78,16 +78,7 @@ class Splade:
     def _hidden(self, texts: Sequence[str], batch_size: int, show_progress: bool, desc: str) -> Iterator[tuple]:
         """``(row indices, transformed token states (B, L, h), bool mask (B, L))`` per length-sorted batch."""
         torch = self._torch
-        if not texts:
-            return
-        ids = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=self.max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-        batches = sorted_batches({"input_ids": ids}, batch_size, self.tokenizer.pad_token_id or 0, desc, show_progress)
+        batches = text_batches(self.tokenizer, texts, self.max_length, batch_size, desc, show_progress)
         with torch.inference_mode(), self._fast(self.mlm):
             for idx, inputs, mask in batches:
                 hidden = self.encoder(**inputs, attention_mask=mask.long()).last_hidden_state
