@@ -98,7 +98,7 @@ def test_model_is_left_trainable(encoder, texts):
 
 
 def test_unknown_model_is_irkit_error(tmp_path):
-    with pytest.raises(IrkitError, match="cannot load encoder"):
+    with pytest.raises(IrkitError, match="unknown model"):
         BiEncoder(str(tmp_path / "no-such-model"))
 
 
