@@ -192,7 +192,7 @@ def seed_spread(kind: str, train_run: Ranking, test_run: Ranking, qrels: Qrels, 
     for features in FEATURES:
         data = training_set(train_run, qrels, features=features, dev_fraction=DEV_FRACTION, seed=SEED)
         u = [to_unit(test_run[q][1], data.domain) for q in qids]
-        emb = data.encoder.encode([test_run.queries[q] for q in qids], batch_size=64)  # type: ignore[index]
+        emb = data.encoder.encode_queries([test_run.queries[q] for q in qids], batch_size=64)  # type: ignore[index]
         inputs = network_inputs(emb, u, data.inputs)
         for fam in FAMILIES:
             name = f"{'CA' if features == 'query' else 'CA+list'} {fam}"

@@ -1,35 +1,79 @@
 #!/usr/bin/env bash
-# Issue #4's comparison grid: 6 methods x 3 seeds, bi-encoder and cross-encoder, SciFact.
-# Equal budget for every method: one epoch over SciFact train (dev slice held out), bf16 autocast,
-# ranks chosen for ~0.66 % trainable parameters (connected r=32, Houlsby r=16, LoRA r=16).
-# The cross-encoder reranks the BM25 top-100 of SciFact test. Finished runs are skipped, so a
-# killed grid resumes where it stopped. Results: eval/results/tune_grid/*.json;
-# `python eval/tune_table.py` renders the tables. ~2 h on 2 quiet cores (AVX512-BF16).
+# Tuning experiments on SciFact; finished runs are skipped, so a killed run resumes where it stopped.
+#
+#   bash eval/tune_all.sh grid     # issue #4's grid: 6 methods x 3 seeds, bi-encoder and cross-encoder, 1 epoch
+#   bash eval/tune_all.sh curves   # issue #16: learning curves (dev nDCG@10 vs steps) with a small LR sweep
+#
+# Every adapter method sits at ~0.66 % trainable parameters with its default rank (connected
+# 16 in-block + 16 aside, side 32, Houlsby 16, LoRA 16). BF16=--bf16 turns on bfloat16 autocast,
+# which only pays on CPUs with AVX512-BF16 (on AVX2 it is ~7x slower than fp32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-eval/results/tune_grid}  # OUT=<dir>: a rerun to compare with tune_table.py --check
-mkdir -p "$OUT"
-rank() { case "$1" in houlsby|lora) echo 16 ;; *) echo 32 ;; esac; }
-run() {  # run KIND METHOD SEED [extra args]
-  local kind=$1 method=$2 seed=$3 tag=$4; shift 4
-  local res="$OUT/${kind}_${tag}_s${seed}.json"
-  [[ -f $res ]] && return 0
-  echo "== $(date -u +%H:%M:%S) $kind $tag seed $seed"
-  if [[ $kind == bi ]]; then
-    python eval/tune_bi_encoder.py --method "$method" --rank "$(rank "$method")" --seed "$seed" --epochs 1 \
-      --bf16 --results "$res.tmp" "$@"
-  else
-    python eval/tune_cross_encoder.py --method "$method" --rank "$(rank "$method")" --seed "$seed" --epochs 1 \
-      --test-depth 100 --bf16 --results "$res.tmp" "$@"
-  fi
-  mv "$res.tmp" "$res"
+what=${1:-grid}
+BF16=${BF16:-}
+METHODS="full houlsby lora bitfit side connected"
+
+grid() {
+  local out=${OUT:-eval/results/tune_grid}  # OUT=<dir>: a rerun to compare with tune_table.py --check
+  mkdir -p "$out"
+  run() {  # run KIND METHOD SEED TAG [extra args]
+    local kind=$1 method=$2 seed=$3 tag=$4; shift 4
+    local res="$out/${kind}_${tag}_s${seed}.json"
+    [[ -f $res ]] && return 0
+    echo "== $(date -u +%H:%M:%S) $kind $tag seed $seed"
+    if [[ $kind == bi ]]; then
+      python eval/tune_bi_encoder.py --method "$method" --seed "$seed" --epochs 1 $BF16 --results "$res.tmp" "$@"
+    else
+      python eval/tune_cross_encoder.py --method "$method" --seed "$seed" --epochs 1 --test-depth 100 $BF16 \
+        --results "$res.tmp" "$@"
+    fi
+    mv "$res.tmp" "$res"
+  }
+  run bi zero-shot 13 zero-shot
+  for seed in 13 14 15; do
+    for method in $METHODS; do run bi "$method" "$seed" "$method"; done
+    for method in $METHODS; do run ce "$method" "$seed" "$method"; done
+  done
+  # the side network trains ~3x cheaper per epoch (no backward through the backbone, cached
+  # backbone outputs after epoch 1): the same wall time as one epoch of full FT buys 3 epochs.
+  for seed in 13 14 15; do run ce side "$seed" side-3ep --epochs 3; done
+  python eval/tune_table.py
 }
-run bi zero-shot 13 zero-shot
-for seed in 13 14 15; do
-  for method in full houlsby lora bitfit connected; do run bi "$method" "$seed" "$method"; done
-  for method in full houlsby lora bitfit connected; do run ce "$method" "$seed" "$method"; done
-done
-# connected adapters train ~3x cheaper per epoch (no backward through the backbone, cached
-# backbone outputs after epoch 1): the same wall time as one epoch of full FT buys 3 epochs.
-for seed in 13 14 15; do run ce connected "$seed" connected-3ep --epochs 3; done
-python eval/tune_table.py
+
+# Learning curves, reduced to fit 2 shared CPU cores: 40 steps of 8 queries (320 of the 828
+# training examples, the same ones for every method), documents cut at 64 tokens, dev = 40
+# queries of the dev slice reranking their BM25 top 10, checked every 10 steps. Two learning
+# rates per method; tune_convergence.py picks one per method on dev and plots the curves.
+lrs() {
+  case "$1" in
+    full) echo "3e-5 1e-4" ;;
+    lora) echo "5e-4 2e-3" ;;
+    *) echo "1e-3 3e-3" ;;
+  esac
+}
+curves() {
+  local out=${OUT:-eval/results/tune_curves} seeds=${SEEDS:-13}
+  mkdir -p "$out" runs/tune/art
+  local common=(--epochs 1 --batch-size 8 --train-examples 320 --max-length 64 --query-max-length 32
+    --dev-queries 40 --dev-depth 10 --eval-every 10 --patience 99 --no-test $BF16)
+  run() {  # run METHOD LR SEED TAG [extra args]
+    local method=$1 lr=$2 seed=$3 tag=$4; shift 4
+    local res="$out/bi_${tag}_lr${lr}_s${seed}.json"
+    [[ -f $res ]] && return 0
+    echo "== $(date -u +%H:%M:%S) bi $tag lr $lr seed $seed"
+    python eval/tune_bi_encoder.py --method "$method" --lr "$lr" --seed "$seed" "${common[@]}" \
+      --out "runs/tune/art/bi_${tag}_lr${lr}_s${seed}" --results "$res" "$@"
+  }
+  for seed in $seeds; do
+    for i in 1 2; do  # every method at its first learning rate before any at its second
+      for method in connected full houlsby lora bitfit side; do
+        run "$method" "$(lrs "$method" | cut -d' ' -f$i)" "$seed" "$method"
+      done
+      # equal wall-clock compute: the side network's cheap steps buy more passes over the same examples
+      run side "$(lrs side | cut -d' ' -f$i)" "$seed" side-4ep --epochs 4
+    done
+  done
+  python eval/tune_convergence.py --results "$out"
+}
+
+"$what"

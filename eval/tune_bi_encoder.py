@@ -1,9 +1,11 @@
 """Train the MiniLM bi-encoder with one tuning method on SciFact train; dense retrieval on SciFact test.
 
 InfoNCE over in-batch + BM25 hard negatives. The dev slice (carved from train) selects the
-epoch (when ``--epochs`` > 1) by nDCG@10 of reranking each dev query's BM25 top-``dev-depth`` by cosine; the test
+checkpoint by nDCG@10 of reranking each dev query's BM25 top-``dev-depth`` by cosine; the test
 numbers are exact (brute-force) cosine search over the whole corpus, i.e. FAISS flat.
-``--method zero-shot`` evaluates the untuned MiniLM.
+``--method zero-shot`` evaluates the untuned MiniLM. ``--eval-every`` records a dev learning
+curve (eval/tune_convergence.py reads it); ``--no-test`` skips the test search, which
+``--load ARTIFACT`` runs later for a saved model (``--out``) and adds to the results file.
 
     nice -n 10 python eval/tune_bi_encoder.py --method connected --seed 13 \
         --results eval/results/tune_bi_connected_s13.json
@@ -13,58 +15,72 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
-from tune_common import RUNS, load_scifact
+from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample
 
+from irkit.cli.tune import tune_section
 from irkit.data.types import Ranking
 from irkit.evaluation import evaluate
+from irkit.models.encoder import BiEncoder
 from irkit.tune import artifacts
 from irkit.tune.adapters import count_params
-from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, autocast, build_examples, embed, rerank_candidates
+from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, autocast, build_examples, rerank_candidates
 
 
-def encode(
-    model: torch.nn.Module, tok, texts: list[str], max_length: int, bf16: bool, batch_size: int = 32
-) -> np.ndarray:
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    out = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
-    with torch.inference_mode(), autocast(bf16):
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            out[idx] = embed(model, tok, [texts[j] for j in idx], max_length).numpy()
-    return out
+def dev_slice(data: SciFact, n: int, seed: int) -> list[str]:
+    """The dev queries a run checks: a seeded subset of ``n`` of the dev slice (all when 0) with BM25 candidates."""
+    return sample(sorted(q for q in data.dev_qrels if q in data.bm25), n, seed)
+
+
+def dev_run(model: torch.nn.Module, tok, data: SciFact, qids: list[str], args: argparse.Namespace) -> Ranking:
+    """Each dev query's BM25 top ``dev_depth`` reranked by cosine: what a dev check scores."""
+    queries = {q: data.queries[q] for q in qids}
+    candidates = {q: data.bm25[q][0] for q in qids}
+    scores = rerank_candidates(
+        model, tok, queries, candidates, data.doc_text, args.dev_depth, args.max_length, args.query_max_length
+    )
+    return Ranking.from_scores(scores, data.queries.subset(qids))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", default="connected", help="a tuning method, or zero-shot")
-    ap.add_argument("--rank", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=None)
+    add_tuning_args(ap, extra_methods=("zero-shot",))
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--n-negatives", type=int, default=1)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--max-length", type=int, default=256, help="document tokens")
+    ap.add_argument("--query-max-length", type=int, default=64)
     ap.add_argument("--dev-depth", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--patience", type=int, default=2)
-    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training and encoding")
+    ap.add_argument("--no-test", action="store_true", help="train (and save) only; test later with --load")
+    ap.add_argument("--load", type=Path, default=None, help="test a saved artifact; adds 'test' to --results")
     ap.add_argument("--out", default=None, help="save the selected encoder as an adapter artifact here")
-    ap.add_argument("--results", required=True)
+    ap.add_argument("--results", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(2)
 
     data = load_scifact(seed=args.seed)
-    method = "connected" if args.method == "zero-shot" else args.method
-    model, tok = artifacts.build("bi-encoder", "minilm", {"method": method, "rank": args.rank})
     queries = dict(data.queries.items())
-    candidates = {q: data.bm25[q][0] for q in data.bm25}
-    trainable, total = count_params(model)
-    report: dict = {"method": args.method, "rank": args.rank, "seed": args.seed, "config": vars(args)}
-    if args.method != "zero-shot":  # zero-init adapters: the untuned model is exactly MiniLM
-        if method == "connected":
+    report: dict = {}
+    if args.load is not None:
+        model, tok = artifacts.load_bi_encoder(args.load)
+        report = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
+    else:
+        method = "connected" if args.method == "zero-shot" else args.method
+        model, tok = artifacts.build("bi-encoder", "minilm", tune_section(args) | {"method": method})
+        trainable, total = count_params(model)
+        report = {
+            "method": args.method,
+            "tune": model.tune_config.to_dict(),
+            "rank": model.tune_config.rank,
+            "seed": args.seed,
+            "config": vars(args) | {"results": str(args.results), "load": None},
+        }
+    if args.load is None and args.method != "zero-shot":  # zero-init adapters: the untuned model is exactly MiniLM
+        if method == "side":
             model.enable_tap_cache()
+        candidates = {q: data.bm25[q][0] for q in data.bm25}
         examples = build_examples(
             {q: data.train_qrels[q] for q in data.train_qrels},
             queries,
@@ -73,13 +89,27 @@ def main() -> None:
             n_negatives=args.n_negatives,
             seed=args.seed,
         )
-        dev_q = {q: queries[q] for q in data.dev_qrels if q in candidates}
+        examples = sample(examples, args.train_examples, args.seed)
+        dev_qids = dev_slice(data, args.dev_queries, args.seed)
+        dev_qrels = data.dev_qrels.subset(dev_qids)
+        curve = args.eval_every > 0
+        # the untuned model is the same for every method (zero-initialised modules), so its dev score, the
+        # first check of every run, is computed once per dev protocol and reused
+        protocol = f"{args.seed}-{len(dev_qids)}-{args.dev_depth}-{args.max_length}-{args.query_max_length}"
+        untuned = RUNS / f"bi-untuned-dev-{protocol}.json"
+        checks = [0]
 
         def dev(m: torch.nn.Module) -> float:
-            scores = rerank_candidates(m, tok, dev_q, candidates, data.doc_text, args.dev_depth, args.max_length)
-            return evaluate(Ranking.from_scores(scores), data.dev_qrels, ["nDCG@10"])["nDCG@10"]
+            checks[0] += 1
+            if checks[0] == 1 and untuned.is_file():
+                return float(json.loads(untuned.read_text(encoding="utf-8"))["dev"])
+            score = evaluate(dev_run(m, tok, data, dev_qids, args), dev_qrels, ["nDCG@10"])["nDCG@10"]
+            if checks[0] == 1:
+                untuned.write_text(json.dumps({"dev": score}), encoding="utf-8")
+            return score
 
-        log = RUNS / f"bi-{args.method}-s{args.seed}.loss.jsonl"
+        log = RUNS / f"bi-{args.results.stem}.loss.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
         log.unlink(missing_ok=True)
         cfg = TrainConfig(
             epochs=args.epochs,
@@ -87,37 +117,53 @@ def main() -> None:
             n_negatives=args.n_negatives,
             lr=args.lr or DEFAULT_LR[method],
             max_length=args.max_length,
+            query_max_length=args.query_max_length,
             seed=args.seed,
             patience=args.patience,
+            eval_every=args.eval_every,
             log_path=str(log),
             bf16=args.bf16,
         )
-        result = Trainer(model, tok, cfg).fit(examples, dev=dev if args.epochs > 1 else None)
-        if method == "connected":
+        result = Trainer(model, tok, cfg).fit(examples, dev=dev if args.epochs > 1 or curve else None)
+        if method == "side":
             model.enable_tap_cache(False)
         report |= {
+            "lr": cfg.lr,
             "trainable_params": trainable,
             "total_params": total,
             "trainable_pct": 100.0 * trainable / total,
+            "n_train_examples": len(examples),
+            "n_dev_queries": len(dev_qids),
             "train_wall_s": result.wall_s,
+            "train_s": result.train_s,
+            "steps": result.steps,
             "best_step": result.best_step,
+            "best_dev": result.best_dev,
             "dev_history": result.dev_history,
+            "dev_train_s": result.dev_train_s,
+            "losses": result.losses,
         }
         if args.out:
             artifacts.save(model, args.out, kind="bi-encoder", backbone="minilm", max_length=args.max_length)
-    docids = sorted(data.doc_text)
-    doc_vecs = encode(model, tok, [data.doc_text[d] for d in docids], args.max_length, args.bf16)
-    test_q = sorted(data.test_qrels)
-    q_vecs = encode(model, tok, [queries[q] for q in test_q], 64, args.bf16)
-    sims = q_vecs @ doc_vecs.T
-    top = np.argsort(-sims, axis=1)[:, :100]
-    run = Ranking.from_scores(
-        {q: {docids[j]: float(sims[i, j]) for j in top[i]} for i, q in enumerate(test_q)}, data.queries.subset(test_q)
-    )
-    report["test"] = evaluate(run, data.test_qrels, ["nDCG@10", "R@100"]).aggregate
-    with open(args.results, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    print(json.dumps(report["test"]))
+    if not args.no_test:
+        docids = sorted(data.doc_text)
+        test_q = sorted(data.test_qrels)
+        with autocast(args.bf16):  # the exact-search test through the BiEncoder users run
+            doc_vecs = BiEncoder.from_model(model, tok, args.max_length).encode([data.doc_text[d] for d in docids])
+            q_vecs = BiEncoder.from_model(model, tok, args.query_max_length).encode([queries[q] for q in test_q])
+        sims = q_vecs @ doc_vecs.T
+        top = np.argsort(-sims, axis=1)[:, :100]
+        run = Ranking.from_scores(
+            {q: {docids[j]: float(sims[i, j]) for j in top[i]} for i, q in enumerate(test_q)},
+            data.queries.subset(test_q),
+        )
+        report["test"] = evaluate(run, data.test_qrels, ["nDCG@10", "R@100"]).aggregate
+        report["test_max_length"] = args.max_length
+        print(json.dumps(report["test"]))
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.results.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(args.results)
 
 
 if __name__ == "__main__":

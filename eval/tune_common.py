@@ -6,10 +6,15 @@ used for the final numbers.
 
 from __future__ import annotations
 
+import argparse
 import os
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+from irkit.cli.tune import add_method_args
 from irkit.data.io import read_corpus, read_qrels, read_queries, read_run, write_run
 from irkit.data.types import Qrels, Queries, Ranking
 from irkit.tune.trainer import split_dev
@@ -19,6 +24,7 @@ DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
 SCIFACT = DATA / "beir" / "scifact"
 INDEX = ROOT / "indexes" / "scifact-bm25"
 RUNS = ROOT / "runs" / "tune"
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,3 +60,25 @@ def load_scifact(dev_fraction: float = 0.1, seed: int = 13) -> SciFact:
     doc_text = {d.docid: d.contents for d in read_corpus(SCIFACT / "corpus.jsonl")}
     judged = queries.subset(q for q in queries if q in train or q in test)
     return SciFact(queries, doc_text, train.subset(train_q), train.subset(dev_q), test, bm25_run(judged))
+
+
+def add_tuning_args(ap: argparse.ArgumentParser, extra_methods: tuple[str, ...] = (), **defaults: Any) -> None:
+    """Options every tuning experiment shares: the method (as ``irkit tune`` takes it), budget and dev protocol."""
+    add_method_args(ap, extra_methods)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=None, help="default: irkit.tune.trainer.DEFAULT_LR")
+    ap.add_argument("--train-examples", type=int, default=0, help="seeded random subset of the training examples")
+    ap.add_argument("--dev-queries", type=int, default=0, help="seeded random subset of the dev slice")
+    ap.add_argument("--eval-every", type=int, default=0, help="dev check every N steps (0: once per epoch)")
+    ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--patience", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slow without AVX512-BF16)")
+    ap.set_defaults(**defaults)
+
+
+def sample(items: Sequence[T], n: int, seed: int) -> list[T]:
+    """A seeded random subset of ``n`` items in their original order (all of them when ``n`` is 0)."""
+    if not n or n >= len(items):
+        return list(items)
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]

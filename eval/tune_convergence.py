@@ -1,74 +1,242 @@
-"""Learning efficiency on a small budget: the same SciFact cross-encoder steps under each tuning method.
+"""Learning efficiency (issue #16): dev nDCG@10 against training steps and training time, per tuning method.
 
-Every method sees the same examples in the same order (same seed) for ``--steps`` steps; we
-record the training loss curve and wall time. This is the paper's "parameter-efficient but
-not learning-efficient" question at a scale a 2-core CPU allows; it is no substitute for the
-full dev/test tables of eval/tune_all.sh.
+Reads the runs of ``bash eval/tune_all.sh curves`` (``{kind}_{tag}_lr{lr}_s{seed}.json``, each
+with its dev checks), picks one learning rate per method on the dev slice (highest mean dev
+nDCG@10 at the end of the budget; the test split is never looked at), and reports per method:
 
-    nice -n 10 python eval/tune_convergence.py --steps 20 --results eval/results/tune_convergence.json
+- final dev nDCG@10 at equal steps (mean ± sample std over seeds: the stability measure);
+- steps to 95 % of the final dev *gain* over the untuned model (the first check at which
+  ``dev - dev_0 >= 0.95 (final - dev_0)``); "95 % of the final score" itself is reached at
+  step 0 here, since the untuned MiniLM already scores > 95 % of any final value;
+- seconds per training step and the training time as a share of full fine-tuning's, and the
+  dev score at equal wall-clock compute: the last check each method reached within the
+  training time full fine-tuning needed for the whole budget. A method faster than full FT
+  finishes the budget early and would have had spare time; ``side-4ep`` (the side network's
+  cheap extra passes) is the run that spends it;
+- the paper's claim: connected within 0.005 of full fine-tuning, above every scattered method.
+
+Writes the summary JSON and a PNG (dev vs steps, dev vs training seconds). ``--paired``
+re-scores the dev queries per query with each chosen run's saved model (``--out`` of the run)
+and the untuned one: paired t-tests say which final differences the dev slice can resolve.
+
+    python eval/tune_convergence.py --results eval/results/tune_curves [--paired]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
-import torch
-from tune_common import load_scifact
 
-from irkit.tune import artifacts
-from irkit.tune.adapters import count_params
-from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, build_examples
+HERE = Path(__file__).resolve().parent
+NAME = re.compile(r"(?P<kind>bi|ce)_(?P<tag>.+)_lr(?P<lr>[^_]+)_s(?P<seed>\d+)")
+SCATTERED = ("houlsby", "lora", "bitfit")
+ORDER = ["full", "connected", "side", "side-4ep", "houlsby", "lora", "bitfit"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--methods", nargs="+", default=["connected", "houlsby", "lora", "bitfit", "full"])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--n-negatives", type=int, default=3)
-    ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--rank", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--results", required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(2)
-    data = load_scifact(seed=args.seed)
-    examples = build_examples(
-        {q: data.train_qrels[q] for q in data.train_qrels},
-        dict(data.queries.items()),
-        {q: data.bm25[q][0] for q in data.bm25},
-        data.doc_text,
-        n_negatives=args.n_negatives,
-        seed=args.seed,
-    )[: args.steps * args.batch_size]
-    report = {}
-    for method in args.methods:
-        model, tok = artifacts.build("cross-encoder", "minilm", {"method": method, "rank": args.rank})
-        cfg = TrainConfig(
-            epochs=1,
-            batch_size=args.batch_size,
-            n_negatives=args.n_negatives,
-            lr=DEFAULT_LR[method],
-            max_length=args.max_length,
-            seed=args.seed,
-        )
-        result = Trainer(model, tok, cfg).fit(examples)
-        trainable, total = count_params(model)
-        tail = max(1, args.steps // 4)
-        report[method] = {
-            "trainable_pct": 100.0 * trainable / total,
-            "wall_s": result.wall_s,
-            "s_per_step": result.wall_s / result.steps,
-            "first_loss": float(np.mean(result.losses[:tail])),
-            "last_loss": float(np.mean(result.losses[-tail:])),
-            "losses": result.losses,
+def load_runs(results: Path, kind: str) -> dict[str, dict[str, list[dict]]]:
+    """``tag -> lr -> [run per seed]``."""
+    runs: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(results.glob(f"{kind}_*.json")):
+        m = NAME.fullmatch(path.stem)
+        if m:
+            runs[m["tag"]][m["lr"]].append(json.loads(path.read_text(encoding="utf-8")))
+    return runs
+
+
+def final_dev(run: dict) -> float:
+    return float(run["dev_history"][-1][1])
+
+
+def steps_to_gain(run: dict, share: float = 0.95) -> int | None:
+    """First checked step whose dev gain over step 0 reaches ``share`` of the final gain (None: no gain)."""
+    hist = run["dev_history"]
+    start, final = hist[0][1], hist[-1][1]
+    if final <= start:
+        return None
+    return next(step for step, dev in hist if dev - start >= share * (final - start))
+
+
+def dev_within(run: dict, seconds: float) -> tuple[float, int]:
+    """``(dev, step)`` of the last check reached within ``seconds`` of training time."""
+    reached = [
+        (dev, step) for (step, dev), t in zip(run["dev_history"], run["dev_train_s"], strict=True) if t <= seconds
+    ]
+    return reached[-1]
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+
+
+def fmt(stat: dict[str, float], n: int) -> str:
+    return f"{stat['mean']:.4f} ± {stat['std']:.4f}" if n > 1 else f"{stat['mean']:.4f}"
+
+
+def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict:
+    chosen: dict[str, dict] = {}
+    for tag, by_lr in runs.items():
+        sweep = {lr: float(np.mean([final_dev(r) for r in rs])) for lr, rs in by_lr.items()}
+        lr = max(sweep, key=lambda k: sweep[k])
+        rs = by_lr[lr]
+        gains = [steps_to_gain(r) for r in rs]
+        chosen[tag] = {
+            "lr_sweep_final_dev": sweep,
+            "lr": lr,
+            "seeds": [r["seed"] for r in rs],
+            "trainable_pct": rs[0].get("trainable_pct"),
+            "dev_0": rs[0]["dev_history"][0][1],
+            "final_dev": mean_std([final_dev(r) for r in rs]),
+            "best_dev": mean_std([r["best_dev"] for r in rs]),
+            "steps": rs[0]["steps"],
+            "steps_to_95pct_gain": gains,
+            "s_per_step": mean_std([r["train_s"] / r["steps"] for r in rs]),
+            "train_s": mean_std([r["train_s"] for r in rs]),
+            "curve": [r["dev_history"] for r in rs],
+            "curve_train_s": [r["dev_train_s"] for r in rs],
+            "test": [r["test"] for r in rs if "test" in r],
         }
-        print(method, {k: v for k, v in report[method].items() if k != "losses"})
-    with open(args.results, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    if "full" in chosen:  # equal wall-clock compute: the training time full FT needed for the whole budget
+        budget = chosen["full"]["train_s"]["mean"]
+        for tag, c in chosen.items():
+            at = [dev_within(r, budget) for r in runs[tag][c["lr"]]]
+            c["equal_compute"] = {
+                "budget_s": budget,
+                "share_of_budget_used": c["train_s"]["mean"] / budget,
+                "dev": mean_std([d for d, _ in at]),
+                "step": [s for _, s in at],
+            }
+    claim = {}
+    if {"connected", "full"} <= set(chosen):
+        conn, full = chosen["connected"]["final_dev"]["mean"], chosen["full"]["final_dev"]["mean"]
+        scattered = {t: chosen[t]["final_dev"]["mean"] for t in SCATTERED if t in chosen}
+        claim = {
+            "metric": "final dev nDCG@10 (equal steps)",
+            "connected_minus_full": conn - full,
+            "within_0.005_of_full": conn >= full - 0.005,
+            "connected_minus_scattered": {t: conn - v for t, v in scattered.items()},
+            "above_every_scattered": all(conn > v for v in scattered.values()) and len(scattered) == len(SCATTERED),
+        }
+    return {"methods": chosen, "claim": claim}
+
+
+def paired(summary: dict, runs: dict[str, dict[str, list[dict]]]) -> dict:
+    """Per-query dev nDCG@10 of each chosen run's saved model (first seed) against the untuned model and full FT."""
+    import torch
+    from tune_bi_encoder import dev_run, dev_slice
+    from tune_common import load_scifact
+
+    from irkit.evaluation import compare
+    from irkit.tune import artifacts
+
+    torch.set_num_threads(2)
+    chosen = {tag: runs[tag][c["lr"]][0] for tag, c in summary["methods"].items()}
+    cfg = argparse.Namespace(**next(iter(chosen.values()))["config"])
+    data = load_scifact(seed=cfg.seed)
+    qids = dev_slice(data, cfg.dev_queries, cfg.seed)
+    qrels = data.dev_qrels.subset(qids)
+    model, tok = artifacts.build("bi-encoder", "minilm", {"method": "connected"})  # zero-init: the untuned model
+    untuned = dev_run(model.eval(), tok, data, qids, cfg)
+    tuned = {}
+    for tag, run in chosen.items():
+        model, tok = artifacts.load_bi_encoder(run["config"]["out"])
+        tuned[tag] = dev_run(model, tok, data, qids, cfg)
+    out = {"n_queries": len(qids), "vs_untuned": {}, "vs_full": {}}
+    for key, base, others in (
+        ("vs_untuned", untuned, tuned),
+        ("vs_full", tuned.get("full"), {t: r for t, r in tuned.items() if t != "full"}),
+    ):
+        if base is None or not others:
+            continue
+        for row in compare(base, others, qrels, "nDCG@10"):
+            out[key][row.name] = {"mean": row.mean, "base": row.baseline_mean, "p": row.p_value, "p_holm": row.p_holm}
+    return out
+
+
+def table(summary: dict) -> str:
+    methods = summary["methods"]
+    head = (
+        "| method | LR (dev-picked; sweep: final dev) | seeds | trainable % | final dev nDCG@10 | best dev "
+        "| steps to 95 % gain | s / step | time vs full | dev within full FT's time (step) |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for tag in sorted(methods, key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
+        c = methods[tag]
+        n = len(c["seeds"])
+        sweep = ", ".join(
+            f"{lr}: {v:.4f}" for lr, v in sorted(c["lr_sweep_final_dev"].items(), key=lambda kv: float(kv[0]))
+        )
+        gains = ", ".join("-" if g is None else str(g) for g in c["steps_to_95pct_gain"])
+        eq = c.get("equal_compute")
+        eq_cell = f"{fmt(eq['dev'], n)} ({', '.join(map(str, eq['step']))})" if eq else "-"
+        share = f"{eq['share_of_budget_used']:.2f}" if eq else "-"
+        pct = f"{c['trainable_pct']:.2f}" if c["trainable_pct"] is not None else "-"
+        lines.append(
+            f"| {tag} | {c['lr']} ({sweep}) | {n} | {pct} | {fmt(c['final_dev'], n)} | {fmt(c['best_dev'], n)} "
+            f"| {gains} of {c['steps']} | {c['s_per_step']['mean']:.1f} | {share} | {eq_cell} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for tag in sorted(summary["methods"], key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
+        c = summary["methods"][tag]
+        label = f"{tag} (lr {c['lr']})"
+        for i, (curve, secs) in enumerate(zip(c["curve"], c["curve_train_s"], strict=True)):
+            steps, devs = zip(*curve, strict=True)
+            style = {"label": label if i == 0 else None, "marker": "o", "markersize": 3, "alpha": 0.9}
+            line = axes[0].plot(steps, devs, **style)[0]
+            axes[1].plot(secs, devs, color=line.get_color(), **style)
+    axes[0].set_xlabel("training step")
+    axes[1].set_xlabel("training time (s, dev checks excluded)")
+    axes[0].set_ylabel("dev nDCG@10")
+    if "full" in summary["methods"] and summary["methods"]["full"].get("equal_compute"):
+        axes[1].axvline(summary["methods"]["full"]["equal_compute"]["budget_s"], color="grey", linestyle=":")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=HERE / "results" / "tune_curves")
+    ap.add_argument("--kind", default="bi", choices=["bi", "ce"])
+    ap.add_argument("--summary", type=Path, default=None, help="default: eval/results/tune_convergence_KIND.json")
+    ap.add_argument("--png", type=Path, default=None, help="default: eval/results/tune_convergence_KIND.png")
+    ap.add_argument("--paired", action="store_true", help="per-query dev tests of the chosen runs (bi; loads models)")
+    args = ap.parse_args()
+    runs = load_runs(args.results, args.kind)
+    if not runs:
+        print(f"no {args.kind} runs in {args.results}", file=sys.stderr)
+        return 1
+    summary = summarise(runs)
+    if args.paired:
+        summary["paired_dev"] = paired(summary, runs)
+    summary_path = args.summary or HERE / "results" / f"tune_convergence_{args.kind}.json"
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    any_run = next(iter(next(iter(runs.values())).values()))[0]
+    cfg = any_run["config"]
+    title = (
+        f"SciFact {args.kind}-encoder: {any_run['n_train_examples']} training examples, batch {cfg['batch_size']}, "
+        f"docs {cfg['max_length']} tokens; dev = {any_run['n_dev_queries']} queries, BM25 top {cfg['dev_depth']}"
+    )
+    plot(summary, args.png or HERE / "results" / f"tune_convergence_{args.kind}.png", title)
+    print(table(summary))
+    print(json.dumps({k: summary[k] for k in ("claim", "paired_dev") if k in summary}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,8 +4,8 @@ Selection (epoch, interpolation weight) uses only the dev slice carved from SciF
 Reports: reranker alone, and min-max linear fusion of BM25 and the reranker with the weight
 tuned on dev, each with a paired t-test against BM25 on the test queries.
 
-    nice -n 10 python eval/tune_cross_encoder.py --method connected --rank 32 --epochs 6 \
-        --out irkit/resources/cross-encoder-minilm --results eval/results/tune_ce_connected.json
+    nice -n 10 python eval/tune_cross_encoder.py --method side --rank 32 --epochs 6 \
+        --out irkit/resources/cross-encoder-minilm --results eval/results/cross_encoder_minilm.json
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tune_common import RUNS, SciFact, load_scifact
+from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample
 
+from irkit.cli.tune import tune_section
 from irkit.data.io import write_run
 from irkit.data.types import Qrels, Ranking
 from irkit.evaluation import compare, evaluate
@@ -49,10 +50,7 @@ def ndcg(run: Ranking, qrels: Qrels) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", default="connected")
-    ap.add_argument("--rank", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--lr", type=float, default=None)
+    add_tuning_args(ap, epochs=6)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--n-negatives", type=int, default=3)
     ap.add_argument("--neg-depth", type=int, default=30)
@@ -60,10 +58,7 @@ def main() -> None:
     ap.add_argument("--dev-depth", type=int, default=20)
     ap.add_argument("--test-depth", type=int, default=20)
     ap.add_argument("--pooling", default="mean")
-    ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--patience", type=int, default=2)
-    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training and reranking")
-    ap.add_argument("--no-cache", action="store_true", help="do not cache frozen-backbone outputs (connected)")
+    ap.add_argument("--no-cache", action="store_true", help="do not cache frozen-backbone outputs (side)")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: at most this many examples / queries")
     ap.add_argument("--out", type=Path, default=None, help="save the selected model as an adapter artifact here")
     ap.add_argument("--results", type=Path, required=True)
@@ -80,15 +75,16 @@ def main() -> None:
         depth=args.neg_depth,
         seed=args.seed,
     )
-    dev_qids = sorted(q for q in data.dev_qrels if q in data.bm25)
+    examples = sample(examples, args.train_examples, args.seed)
+    dev_qids = sample(sorted(q for q in data.dev_qrels if q in data.bm25), args.dev_queries, args.seed)
     test_qids = sorted(q for q in data.test_qrels if q in data.bm25)
     if args.limit:
         examples, dev_qids, test_qids = examples[: args.limit], dev_qids[: args.limit], test_qids[: args.limit]
-    model, tok = artifacts.build("cross-encoder", "minilm", {"method": args.method, "rank": args.rank}, args.pooling)
-    if args.method == "connected" and not args.no_cache:
+    model, tok = artifacts.build("cross-encoder", "minilm", tune_section(args), args.pooling)
+    if args.method == "side" and not args.no_cache:
         model.encoder.enable_tap_cache()
     trainable, total = count_params(model)
-    log = RUNS / f"ce-{args.method}-s{args.seed}.loss.jsonl"
+    log = RUNS / f"ce-{args.results.stem}.loss.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     cfg = TrainConfig(
@@ -99,6 +95,7 @@ def main() -> None:
         max_length=args.max_length,
         seed=args.seed,
         patience=args.patience,
+        eval_every=args.eval_every,
         log_path=str(log),
         bf16=args.bf16,
     )
@@ -108,7 +105,7 @@ def main() -> None:
         return ndcg(rerank(m, tok, data, dev_qids, args.dev_depth, args.max_length), data.dev_qrels)
 
     result = Trainer(model, tok, cfg).fit(examples, dev=dev)
-    if args.method == "connected":
+    if args.method == "side":
         model.encoder.enable_tap_cache(False)  # test pairs are seen once: no cache
     # interpolation weight chosen on dev (reranker scores of the selected model)
     with autocast(args.bf16):
@@ -128,15 +125,20 @@ def main() -> None:
     metrics = ["nDCG@10"]
     report = {
         "method": args.method,
-        "rank": args.rank,
+        "tune": model.encoder.tune_config.to_dict(),
+        "rank": model.encoder.tune_config.rank,
+        "lr": cfg.lr,
         "seed": args.seed,
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": 100.0 * trainable / total,
         "train_wall_s": result.wall_s,
+        "train_s": result.train_s,
         "steps": result.steps,
         "best_step": result.best_step,
+        "best_dev": result.best_dev,
         "dev_history": result.dev_history,
+        "dev_train_s": result.dev_train_s,
         "dev_interp": dev_by_w,
         "interp_weight": best_w,
         "test_depth": args.test_depth,

@@ -44,11 +44,8 @@ def ensure_jvm() -> None:
         if not jnius_config.vm_running:
             jnius_config.add_classpath(str(anserini_jar()))
             # -Xrs: the JVM leaves SIGINT/SIGTERM to Python, so Ctrl-C raises KeyboardInterrupt (and runs
-            # finally blocks) instead of the JVM's handler exiting the process.
-            # SerialGC sizes the heap to the live data: under BM25 batch search's garbage (every hit loads
-            # its stored document) G1 grew the committed heap towards a quarter of RAM (eval/bench/bm25_memory.py).
-            # No SLF4J banner on stderr.
-            jnius_config.add_options("-Xrs", "-XX:+UseSerialGC", "-Dslf4j.internal.verbosity=WARN")
+            # finally blocks) instead of the JVM's handler exiting the process; no SLF4J banner on stderr
+            jnius_config.add_options("-Xrs", "-Dslf4j.internal.verbosity=WARN")
         from jnius import autoclass as _autoclass  # starts the JVM
 
         # Lucene logs an INFO line through java.util.logging when it opens an index; keep warnings only

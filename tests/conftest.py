@@ -12,6 +12,7 @@ DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
 SCIFACT = DATA / "beir" / "scifact"
 DL19 = DATA / "trec-dl-2019"
 
+os.environ.setdefault("IRKIT_DATA", str(DATA))  # dataset names (beir/scifact) resolve under it, as in CI
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

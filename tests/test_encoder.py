@@ -1,12 +1,17 @@
-"""BiEncoder on real MiniLM weights and real SciFact texts, against a plain per-text computation."""
+"""BiEncoder on real MiniLM weights and real SciFact texts, against a plain per-text computation; prefixes
+and Dense layers of sentence-transformers folders, and their enforcement by the dense index and retriever."""
 
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from ce_models import save_random_bert
+from fetched import needs
 from transformers import AutoModel
 
 from irkit.data.io import read_corpus, read_queries
@@ -93,5 +98,136 @@ def test_model_is_left_trainable(encoder, texts):
 
 
 def test_unknown_model_is_irkit_error(tmp_path):
-    with pytest.raises(IrkitError, match="cannot load encoder"):
+    with pytest.raises(IrkitError, match="unknown model"):
         BiEncoder(str(tmp_path / "no-such-model"))
+
+
+@pytest.fixture(scope="module")
+def prefixed_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT saved as a sentence-transformers folder with query/document prompts,
+    mean pooling and a Dense layer 32 -> 16 (the layout of EmbeddingGemma's folder)."""
+    from safetensors.torch import save_file
+
+    out = save_random_bert(tmp_path_factory.mktemp("prefixed") / "model", hidden=32)
+    (out / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: ", "document": "passage: ", "STS": "sts: "}})
+    )
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+        {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (out / "modules.json").write_text(json.dumps(modules))
+    (out / "1_Pooling").mkdir()
+    (out / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False, "include_prompt": True})
+    )
+    (out / "2_Dense").mkdir()
+    (out / "2_Dense" / "config.json").write_text(
+        json.dumps(
+            {
+                "in_features": 32,
+                "out_features": 16,
+                "bias": True,
+                "activation_function": "torch.nn.modules.linear.Identity",
+            }
+        )
+    )
+    torch.manual_seed(1)
+    save_file(
+        {"linear.weight": torch.randn(16, 32), "linear.bias": torch.randn(16)}, out / "2_Dense" / "model.safetensors"
+    )
+    return out
+
+
+def test_prompts_and_dense_layers_of_a_sentence_transformers_folder(prefixed_dir):
+    from safetensors.torch import load_file
+
+    enc = BiEncoder(str(prefixed_dir))
+    assert (enc.query_prefix, enc.document_prefix, enc.dim) == ("query: ", "passage: ", 16)
+    with pytest.raises(IrkitError, match="use encode_queries or encode_documents"):
+        enc.encode(["fleas"])
+    texts = ["how long do fleas live", "A flea can live up to a year."]
+    model = AutoModel.from_pretrained(prefixed_dir).eval()
+    dense = load_file(prefixed_dir / "2_Dense" / "model.safetensors")
+    for method, prefix in ((enc.encode_queries, "query: "), (enc.encode_documents, "passage: ")):
+        expected = []
+        with torch.no_grad():
+            for text in texts:
+                hidden = model(**enc.tokenizer(prefix + text, return_tensors="pt")).last_hidden_state[0]
+                vec = dense["linear.weight"] @ hidden.mean(0) + dense["linear.bias"]
+                expected.append(torch.nn.functional.normalize(vec, dim=0).numpy())
+        np.testing.assert_allclose(method(texts, batch_size=1), np.stack(expected), atol=1e-5)
+    plain = BiEncoder(str(prefixed_dir), query_prefix="", document_prefix="")
+    assert plain.symmetric and plain.encode(texts).shape == (2, 16)
+
+
+def test_unsupported_sentence_transformers_modules_are_refused(prefixed_dir, tmp_path):
+    import shutil
+
+    other = shutil.copytree(prefixed_dir, tmp_path / "cls")
+    (other / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    with pytest.raises(IrkitError, match=r"mean of tokens; this model asks for \['pooling_mode_cls_token'\]"):
+        BiEncoder(str(other))
+    (other / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    (other / "2_Dense" / "config.json").write_text(
+        json.dumps({"in_features": 32, "out_features": 16, "bias": True, "activation_function": "torch.nn.Tanh"})
+    )
+    with pytest.raises(IrkitError, match=r"activation 'torch\.nn\.Tanh' is not supported"):
+        BiEncoder(str(other))
+
+
+def test_index_manifest_records_prefixes_and_dense_enforces_them(prefixed_dir, tmp_path):
+    """Documents are encoded with the document prefix, queries always with the manifest's query
+    prefix; an encoder that would prefix queries differently (here: not at all) is refused."""
+    import shutil
+
+    from irkit.data.docstore import Doc
+    from irkit.data.types import Queries
+    from irkit.index.dense import build_dense_index
+    from irkit.retrieve.dense import Dense
+
+    docs = [Doc("a", "", "A flea can live up to a year."), Doc("b", "", "Paris is the capital of France.")]
+    index = build_dense_index(docs, tmp_path / "index", model=str(prefixed_dir), show_progress=False)
+    assert (index.manifest["query_prefix"], index.manifest["document_prefix"]) == ("query: ", "passage: ")
+    enc = BiEncoder(str(prefixed_dir))
+    np.testing.assert_allclose(index.vectors(), enc.encode_documents([d.text for d in docs]), atol=1e-6)
+
+    dense = Dense(index=tmp_path / "index")
+    run = dense(Queries.from_pairs([("q", "how long do fleas live")]))
+    expected = index.vectors() @ enc.encode_queries(["how long do fleas live"])[0]
+    np.testing.assert_allclose(run["q"][1], np.sort(expected)[::-1], atol=1e-5)
+
+    unprefixed = shutil.copytree(prefixed_dir, tmp_path / "no-prompts")
+    (unprefixed / "config_sentence_transformers.json").unlink()
+    with pytest.raises(
+        IrkitError, match=r"prefixes queries with '', but this index was built for queries prefixed with 'query: '"
+    ):
+        Dense(index=tmp_path / "index", model=str(unprefixed))
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    return BiEncoder("embeddinggemma-300m")
+
+
+@needs("embeddinggemma-300m")
+def test_embeddinggemma_matches_sentence_transformers(gemma):
+    """Opt-in model (Gemma Terms of Use): skipped unless fetched with --accept-licence."""
+    from sentence_transformers import SentenceTransformer
+
+    assert (gemma.query_prefix, gemma.document_prefix, gemma.dim) == (
+        "task: search result | query: ",
+        "title: none | text: ",
+        768,
+    )
+    queries = ["how long do fleas live", "what is the capital of france"]
+    docs = ["A flea can live up to a year, depending on its hosts.", "Paris is the capital and largest city of France."]
+    st = SentenceTransformer(resolve("embeddinggemma-300m"), device="cpu")
+    np.testing.assert_allclose(
+        gemma.encode_queries(queries), st.encode(queries, prompt_name="query", normalize_embeddings=True), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        gemma.encode_documents(docs), st.encode(docs, prompt_name="document", normalize_embeddings=True), atol=1e-4
+    )

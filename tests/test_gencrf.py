@@ -17,6 +17,7 @@ from llm_models import smollm2_tokenizer, tiny_llm
 
 from irkit.data.datasets import load_dataset
 from irkit.data.types import Queries, Ranking
+from irkit.errors import IrkitError
 from irkit.index.bm25 import build_bm25_index
 from irkit.index.dense import build_dense_index
 from irkit.models.encoder import BiEncoder
@@ -351,7 +352,7 @@ def test_rm3_changes_bm25_results(indexes, scifact_slice: Path) -> None:
     changed = [q for q in queries if a[q][0] != b[q][0]]
     assert len(changed) >= len(queries) // 2
     assert config.to_dict(rm3)["pipeline"][0]["bm25"]["rm3"] is True
-    with pytest.raises(Exception, match="RM3 needs"):
+    with pytest.raises(IrkitError, match="BM25 fb_docs must be >= 1"):
         BM25(indexes["bm25"], rm3=True, fb_docs=0)
 
 

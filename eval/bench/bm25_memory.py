@@ -5,11 +5,12 @@ Builds (once, under ``--work``) a synthetic corpus with a Zipf vocabulary, its B
 ``--irkit`` (default: this one) and reports that process's peak RSS (Python, pyserini and the
 JVM together, as the kernel's VmHWM), the search time and the sha256 of the run file it wrote.
 Comparing checkouts in one invocation shows the memory change and that the runs are identical;
-a second ``--queries`` shows how the peak grows with the number of queries:
+a second ``--queries`` shows how the peak grows with the number of queries. 76547f9 is main
+before the bounded batches of issue #10:
 
-    git archive main | tar -x -C /tmp/irkit-main
-    nice -n 10 python eval/bench/bm25_memory.py --irkit /tmp/irkit-main --irkit .
-    nice -n 10 python eval/bench/bm25_memory.py --queries 3000 --irkit /tmp/irkit-main --irkit .
+    mkdir -p /tmp/irkit-before && git archive 76547f9 | tar -x -C /tmp/irkit-before
+    nice -n 10 python eval/bench/bm25_memory.py --irkit /tmp/irkit-before --irkit .
+    nice -n 10 python eval/bench/bm25_memory.py --queries 3000 --irkit /tmp/irkit-before --irkit .
 
 Exits non-zero when the run files differ or when the last checkout's peak exceeds ``--budget-gb``.
 """

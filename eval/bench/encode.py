@@ -61,6 +61,12 @@ def cpu_info() -> dict:
     }
 
 
+def write_results(path: Path, setup: dict, rows: list[dict]) -> None:
+    """The benchmark's set-up and result rows as one JSON file, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"setup": setup, "results": rows}, indent=2) + "\n")
+
+
 def timed(fn, texts: list[str]) -> tuple[np.ndarray, float, float]:
     """Output, wall seconds and CPU seconds of this process (the latter hardly moves when
     other processes share the cores, so it compares tools on a busy machine)."""
@@ -164,8 +170,7 @@ def main() -> int:
             f" | {r['cpu_ratio']:.2f} |"
         )
     if args.out:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps({"setup": setup, "results": rows}, indent=2) + "\n")
+        write_results(args.out, setup, rows)
     return 0
 
 

@@ -11,7 +11,7 @@ import warnings
 from irkit.errors import IrkitError, IrkitWarning
 
 # each module irkit/cli/<name>.py defines add_parser(subparsers) and run(args) -> int
-SUBCOMMANDS = ["index", "search", "eval", "run", "rerank", "tune"]
+SUBCOMMANDS = ["index", "search", "eval", "run", "rerank", "tune", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``irkit tune``: train a bi-encoder or cross-encoder with connected adapters (or a baseline) into an artifact;
+"""``irkit tune``: train a bi-encoder or cross-encoder with connected adapters (or another method) into an artifact;
 ``irkit tune filter``: train a relevance filter (irkit/cli/filter.py)."""
 
 from __future__ import annotations
@@ -6,12 +6,35 @@ from __future__ import annotations
 import argparse
 
 
+def add_method_args(p: argparse.ArgumentParser, extra_methods: tuple[str, ...] = ()) -> None:
+    """The tuning method and its shape (``--method``, ``--rank``, ...), read by :func:`tune_section`."""
+    from irkit.tune import METHODS, PLACEMENTS
+
+    p.add_argument("--method", choices=[*METHODS, *extra_methods], default="connected")
+    p.add_argument("--rank", type=int, default=None, help="adapter/LoRA rank (default 16, side 32)")
+    p.add_argument("--placement", choices=PLACEMENTS, default="layer", help="connected: in-block adapter sites")
+    p.add_argument("--aside-rank", type=int, default=None, help="connected: aside-module rank (default: --rank)")
+    p.add_argument("--no-pathway", action="store_true", help="connected: drop the aside pathway (ablation)")
+
+
+def tune_section(args: argparse.Namespace) -> dict:
+    """The ``tune`` section of an artifact (``irkit.tune.artifacts.build``) from :func:`add_method_args` options."""
+    return {
+        "method": args.method,
+        "rank": args.rank,
+        "placement": args.placement,
+        "aside_rank": args.aside_rank,
+        "pathway": not args.no_pathway,
+    }
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tune",
         help="parameter-efficient tuning of a bi-encoder or cross-encoder",
         description=(
-            "Train a BERT-style backbone (default: the bundled MiniLM) with connected adapters or a baseline "
+            "Train a BERT-style backbone (default: the bundled MiniLM) with connected adapters (in-block adapters "
+            "joined by an aside pathway, Ma et al. CIKM 2022), the faster side network, or a baseline "
             "(houlsby, lora, bitfit, full) on a BEIR training split. Negatives come from a first-stage run "
             "(e.g. BM25 from `irkit search`); a dev slice carved from the training queries selects the best "
             "epoch (nDCG@10 of reranking its candidates) and stops early. Writes a small adapter artifact "
@@ -27,9 +50,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidates", help="TREC run with first-stage candidates for the split")
     p.add_argument("--out", help="artifact directory to write")
     p.add_argument("--kind", choices=["cross-encoder", "bi-encoder"], default="cross-encoder")
-    p.add_argument("--method", choices=["connected", "houlsby", "lora", "bitfit", "full"], default="connected")
+    add_method_args(p)
     p.add_argument("--backbone", default="minilm", help="registry name or path of the backbone (default minilm)")
-    p.add_argument("--rank", type=int, default=32, help="adapter bottleneck / LoRA rank (default 32)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default depends on the method)")
     p.add_argument("--batch-size", type=int, default=8, help="queries per step")
@@ -42,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AVX512-BF16)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--log", default=None, help="loss curve as jsonl (default OUT.loss.jsonl)")
-    p.add_argument("--no-cache", action="store_true", help="connected: do not cache the frozen backbone's outputs")
+    p.add_argument("--no-cache", action="store_true", help="side: do not cache the frozen backbone's outputs")
     p.set_defaults(func=run, parser=p)
 
 
@@ -79,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     examples = build_examples(
         {q: ds.qrels[q] for q in train_q}, queries, candidates, doc_text, args.negatives, args.neg_depth, args.seed
     )
-    model, tok = artifacts.build(args.kind, args.backbone, {"method": args.method, "rank": args.rank})
-    if args.method == "connected" and not args.no_cache:
+    model, tok = artifacts.build(args.kind, args.backbone, tune_section(args))
+    if args.method == "side" and not args.no_cache:
         model_encoder = model.encoder if args.kind == "cross-encoder" else model
         model_encoder.enable_tap_cache()
     dev_queries = {q: queries[q] for q in dev_q if q in candidates}

@@ -468,7 +468,7 @@ class CosineFilter(Filter):
     def probabilities(self, queries: Sequence[str], scores: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Calibrated probabilities of raw ``scores`` (one array per query text), order unchanged."""
         u = [to_unit(s, self.config["domain"]) for s in scores]
-        emb = self.encoder.encode(list(queries), batch_size=self.batch_size)
+        emb = self.encoder.encode_queries(list(queries), batch_size=self.batch_size)
         return self.fitted.probabilities(network_inputs(emb, u, self.config["inputs"]), u)
 
     def calibrate(self, run: Ranking) -> Ranking:
@@ -619,7 +619,7 @@ def training_set(
     bi = BiEncoder(model, max_length=max_length)
 
     def pairs(qids: list[str]) -> Pairs:
-        emb = bi.encode([texts[q] for q in qids], batch_size=64)
+        emb = bi.encode_queries([texts[q] for q in qids], batch_size=64)
         u = [to_unit(run[q][1], domain) for q in qids]
         labels = [np.array([qrels.judgments[q].get(d, 0) >= rel for d in run[q][0]], dtype=float) for q in qids]
         return Pairs.build(network_inputs(emb, u, spec), u, labels)

@@ -165,6 +165,7 @@ def build_dense_index(
         raise
     key = {
         "model": encoder.name,
+        "document_prefix": encoder.document_prefix,
         "max_length": max_length,
         "batch_size": batch_size,
         "chunk_size": chunk_size,
@@ -185,7 +186,7 @@ def build_dense_index(
             if shard.is_file():
                 continue
             texts = [d.contents for d in store.get_many(docids[start : start + chunk_size])]
-            _save_npy(shard, encoder.encode(texts, batch_size=batch_size))
+            _save_npy(shard, encoder.encode_documents(texts, batch_size=batch_size))
             bar.update(len(texts))
 
     index = make_faiss_index(encoder.dim, factory)
@@ -205,6 +206,9 @@ def build_dense_index(
                 "dimension": encoder.dim,
                 "metric": METRIC,
                 "normalized": True,
+                # asymmetric models: what the documents carried, and what queries must carry (Dense enforces it)
+                "query_prefix": encoder.query_prefix,
+                "document_prefix": encoder.document_prefix,
                 "factory": factory,
                 "doc_count": len(docids),
                 "corpus_sha256": fingerprint,

@@ -7,7 +7,7 @@ row means short texts never pay for long ones (the main cost on variable-length 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,3 +57,20 @@ def evaluating(model: Any) -> Iterator[None]:
             yield
     finally:
         model.train(training)
+
+
+def text_batches(
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int,
+    desc: str = "batches",
+    show_progress: bool = False,
+) -> Iterator[tuple[np.ndarray, dict[str, Any], Any]]:
+    """``sorted_batches`` of single texts, tokenised once (with special tokens, cut at ``max_length``)."""
+    if not texts:
+        return
+    ids = tokenizer(
+        list(texts), truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
+    )["input_ids"]
+    yield from sorted_batches({"input_ids": ids}, batch_size, tokenizer.pad_token_id or 0, desc, show_progress)

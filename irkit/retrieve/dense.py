@@ -17,7 +17,9 @@ class Dense(Retriever):
     """First-stage dense retriever: ``Dense(index="indexes/scifact-minilm") % 100``.
 
     ``model`` defaults to the one the index was built with (from its manifest); a model
-    whose vectors have another dimension than the index is an IrkitError. ``search_params``
+    whose vectors have another dimension than the index is an IrkitError, and so is one whose
+    query prefix differs from the manifest's (an index built before prefixes were recorded
+    has none): queries are always encoded with the prefix the index was built for. ``search_params``
     are FAISS search-time settings such as ``"nprobe=16"`` (IVF) or ``"efSearch=128"`` (HNSW).
     Weighted query variants (from a query rewriter) are combined in vector space:
     ``normalise(sum_i w_i * encode(variant_i))``, then searched once.
@@ -50,6 +52,13 @@ class Dense(Retriever):
                 f"{self.index.dim}-dimensional vectors of {self.index.model!r}",
                 path=self.index_path,
             )
+        expected = str(self.index.manifest.get("query_prefix", ""))
+        if self.encoder.query_prefix != expected:
+            raise IrkitError(
+                f"encoder {model!r} prefixes queries with {self.encoder.query_prefix!r}, but this index was built "
+                f"for queries prefixed with {expected!r} (see its manifest)",
+                path=self.index_path,
+            )
 
     def params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"index": self.index_path, "depth": self.depth, "batch_size": self.batch_size}
@@ -62,7 +71,7 @@ class Dense(Retriever):
     def retrieve(self, queries: Queries, k: int) -> Ranking:
         """Top ``k`` documents per query by inner product of normalised vectors."""
         qids = list(queries)
-        vectors = self.encoder.encode([queries[q] for q in qids], batch_size=self.batch_size)
+        vectors = self.encoder.encode_queries([queries[q] for q in qids], batch_size=self.batch_size)
         return self.search_vectors(queries, vectors, k)
 
     def retrieve_variants(self, queries: Queries, k: int) -> Ranking:
@@ -81,7 +90,7 @@ class Dense(Retriever):
         variants = queries.fields[VARIANTS]
         qids = list(queries)
         texts = [text for q in qids for text, _ in variants[q]]
-        encoded = self.encoder.encode(texts, batch_size=self.batch_size)
+        encoded = self.encoder.encode_queries(texts, batch_size=self.batch_size)
         vectors = np.zeros((len(qids), self.index.dim), dtype=np.float32)
         row = 0
         for i, q in enumerate(qids):

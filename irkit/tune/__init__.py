@@ -1,4 +1,4 @@
-"""irkit.tune: parameter-efficient tuning (connected adapters and baselines) and tuned-model artifacts.
+"""irkit.tune: parameter-efficient tuning (connected adapters, the side network, baselines) and tuned-model artifacts.
 
 Imports torch on first use of a name, not on ``import irkit.tune``.
 """
@@ -11,13 +11,11 @@ _LAZY = {
     "TuneConfig": "irkit.tune.adapters",
     "TunedEncoder": "irkit.tune.adapters",
     "TunedCrossEncoder": "irkit.tune.adapters",
-    "METHODS": "irkit.tune.adapters",
     "Trainer": "irkit.tune.trainer",
     "TrainConfig": "irkit.tune.trainer",
     "Example": "irkit.tune.trainer",
     "build_examples": "irkit.tune.trainer",
     "split_dev": "irkit.tune.trainer",
-    "score_pairs": "irkit.tune.trainer",
     "build": "irkit.tune.artifacts",
     "save": "irkit.tune.artifacts",
     "load": "irkit.tune.artifacts",
@@ -26,7 +24,12 @@ _LAZY = {
     "load_bi_encoder": "irkit.tune.artifacts",
 }
 
-__all__ = sorted(_LAZY)
+#: tuning methods (irkit.tune.adapters); here so that the CLI lists them without importing torch
+METHODS = ("connected", "side", "houlsby", "lora", "bitfit", "full")
+#: where connected adapters sit inside a block (the paper's variants, see irkit.tune.adapters)
+PLACEMENTS = ("layer", "ffn", "sublayers")
+
+__all__ = sorted([*_LAZY, "METHODS", "PLACEMENTS"])
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

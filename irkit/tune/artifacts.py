@@ -4,6 +4,11 @@ An artifact directory holds only what training changed (adapter weights, score h
 backbone is named (a registry name such as ``minilm``, or a path) and loaded from its own
 files. Nothing is pickled: weights go through ``safetensors``, the config is plain JSON that
 is validated, never executed.
+
+Format 2 (issue #16): ``"connected"`` means the paper's in-block adapters joined by the aside
+pathway. Format 1 artifacts still load: their ``"connected"`` was the side network, now method
+``"side"``, and their parameter names are mapped to today's (``aside`` -> ``side``,
+``houlsby`` -> ``adapters``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from irkit.errors import IrkitError
 
 CONFIG_NAME = "irkit_adapter.json"
 WEIGHTS_NAME = "adapter.safetensors"
-FORMAT = 1
+FORMAT = 2
+READS = (1, 2)
+# format 1 -> 2: (method as stored, method now, parameter-name part then, part now)
+_V1 = {"connected": ("side", ".aside.", ".side."), "houlsby": ("houlsby", ".houlsby.", ".adapters.")}
 KINDS = ("cross-encoder", "bi-encoder")
 
 
@@ -83,7 +91,7 @@ def save(model, out_dir: str | Path, *, kind: str, backbone: str, pooling: str =
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """The validated ``irkit_adapter.json`` of an artifact directory."""
+    """The validated ``irkit_adapter.json`` of an artifact directory (a format-1 one says its method of today)."""
     cfg_path = Path(path) / CONFIG_NAME
     if not cfg_path.is_file():
         raise IrkitError(f"not an irkit adapter directory (no {CONFIG_NAME})", path=path)
@@ -91,11 +99,19 @@ def read_config(path: str | Path) -> dict[str, Any]:
     for key, typ in (("format", int), ("kind", str), ("backbone", str), ("tune", dict), ("pooling", str)):
         if not isinstance(cfg.get(key), typ):
             raise IrkitError(f"field {key!r} missing or not a {typ.__name__}", path=cfg_path)
-    if cfg["format"] != FORMAT:
-        raise IrkitError(f"unsupported adapter format {cfg['format']} (this irkit reads {FORMAT})", path=cfg_path)
+    if cfg["format"] not in READS:
+        raise IrkitError(f"unsupported adapter format {cfg['format']} (this irkit reads {READS})", path=cfg_path)
     if cfg["kind"] not in KINDS:
         raise IrkitError(f"unknown kind {cfg['kind']!r}", path=cfg_path)
+    if cfg["format"] == 1 and cfg["tune"].get("method") in _V1:
+        cfg["tune"] = {**cfg["tune"], "method": _V1[cfg["tune"]["method"]][0]}
     return cfg
+
+
+def _v1_names(state: dict, method: str) -> dict:
+    """Format-1 parameter names of ``method`` (as it is called now) mapped to today's."""
+    then, now = next(((a, b) for m, a, b in _V1.values() if m == method), ("", ""))
+    return {k.replace(then, now) if then else k: v for k, v in state.items()}
 
 
 def load(path: str | Path):
@@ -113,6 +129,8 @@ def load(path: str | Path):
         state = load_file(str(path / WEIGHTS_NAME))
     except (SafetensorError, FileNotFoundError, OSError) as e:
         raise IrkitError(f"cannot read adapter weights ({e})", path=path / WEIGHTS_NAME) from None
+    if cfg["format"] == 1:
+        state = _v1_names(state, cfg["tune"].get("method", ""))
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     if set(state) != expected:
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)

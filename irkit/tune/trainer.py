@@ -27,7 +27,7 @@ from irkit.errors import IrkitError
 from irkit.tune.adapters import TunedCrossEncoder, TunedEncoder, pool, trainable_state
 
 # learning rates that work per method (adapters start from zero and need a larger step than full FT)
-DEFAULT_LR = {"connected": 1e-3, "houlsby": 1e-3, "lora": 5e-4, "bitfit": 1e-3, "full": 3e-5}
+DEFAULT_LR = {"connected": 1e-3, "side": 1e-3, "houlsby": 1e-3, "lora": 5e-4, "bitfit": 1e-3, "full": 3e-5}
 
 
 @dataclass
@@ -55,7 +55,7 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = once per epoch
     grad_clip: float = 1.0
     log_path: str | None = None
-    bf16: bool = False  # bfloat16 autocast: ~2-2.5x faster on CPUs with AVX512-BF16, fp32 master weights
+    bf16: bool = False  # bfloat16 autocast: ~2-2.5x faster on CPUs with AVX512-BF16 (far slower without), fp32 weights
 
 
 @dataclass
@@ -64,8 +64,10 @@ class TrainResult:
     best_step: int
     steps: int
     wall_s: float
+    train_s: float = 0.0  # wall time of the training steps alone (dev checks excluded)
     losses: list[float] = field(default_factory=list)
     dev_history: list[tuple[int, float]] = field(default_factory=list)
+    dev_train_s: list[float] = field(default_factory=list)  # train_s when each dev check ran
 
 
 def build_examples(
@@ -198,7 +200,15 @@ class Trainer:
                 score = float(dev(self.model))  # type: ignore[misc]
             self.model.train()
             result.dev_history.append((step, score))
-            write({"step": step, "dev": score, "time_s": round(time.perf_counter() - start, 2)})
+            result.dev_train_s.append(result.train_s)
+            write(
+                {
+                    "step": step,
+                    "dev": score,
+                    "time_s": round(time.perf_counter() - start, 2),
+                    "train_s": round(result.train_s, 2),
+                }
+            )
             if result.best_dev is None or score > result.best_dev:
                 result.best_dev, result.best_step, bad_evals = score, step, 0
                 best_state = trainable_state(self.model)
@@ -216,6 +226,7 @@ class Trainer:
             order = list(range(len(train)))
             rng.shuffle(order)
             for i in range(0, len(order), cfg.batch_size):
+                tick = time.perf_counter()
                 with autocast(cfg.bf16):
                     loss = self._loss([train[j] for j in order[i : i + cfg.batch_size]])
                 opt.zero_grad(set_to_none=True)
@@ -226,6 +237,7 @@ class Trainer:
                 sched.step()
                 step += 1
                 value = loss.item()
+                result.train_s += time.perf_counter() - tick
                 result.losses.append(value)
                 write({"step": step, "epoch": epoch, "loss": value, "lr": sched.get_last_lr()[0]})
                 bar.update(1)
@@ -272,71 +284,31 @@ def rerank_candidates(
     query_max_length: int = 64,
     batch_size: int = 32,
 ) -> dict[str, dict[str, float]]:
-    """``qid -> docid -> score`` for each query's top-``depth`` candidates, scored by a tuned model.
+    """``qid -> docid -> score`` for each query's top-``depth`` candidates, scored by a model being tuned.
 
-    A :class:`TunedCrossEncoder` scores (query, doc) pairs; a bi-encoder (:class:`TunedEncoder`)
-    scores cosine similarity. Used for dev-slice model selection and in the eval scripts.
+    Scoring goes through the classes users run: a :class:`TunedCrossEncoder` through
+    ``CrossEncoder.from_model``, a bi-encoder through ``BiEncoder.from_model`` (cosine), so
+    dev-slice model selection sees exactly what the shipped model will compute.
     """
+    from irkit.models.encoder import BiEncoder
+    from irkit.rerank.cross_encoder import CrossEncoder
+
     qids = [q for q in queries if q in candidates]
+    lists = {q: list(candidates[q])[:depth] for q in qids}
     out: dict[str, dict[str, float]] = {}
     if isinstance(model, TunedCrossEncoder):
-        pairs = [(q, d) for q in qids for d in list(candidates[q])[:depth]]
-        scores = score_pairs(
-            model, tokenizer, [queries[q] for q, _ in pairs], [doc_text[d] for _, d in pairs], max_length, batch_size
-        )
+        pairs = [(q, d) for q in qids for d in lists[q]]
+        ce = CrossEncoder.from_model(model, tokenizer, max_length=max_length, batch_size=batch_size)
+        scores = ce.predict([(queries[q], doc_text[d]) for q, d in pairs])
         for (q, d), s in zip(pairs, scores, strict=True):
             out.setdefault(q, {})[d] = float(s)
         return out
-    docids = sorted({d for q in qids for d in list(candidates[q])[:depth]})
-    with torch.inference_mode():
-        qv = (
-            torch.cat(
-                [
-                    embed(model, tokenizer, [queries[q] for q in qids[i : i + batch_size]], query_max_length)
-                    for i in range(0, len(qids), batch_size)
-                ]
-            )
-            if qids
-            else torch.zeros(0)
-        )
-        order = sorted(range(len(docids)), key=lambda i: -len(doc_text[docids[i]]))
-        dv = torch.zeros(len(docids), int(model.config.hidden_size))
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            dv[idx] = embed(model, tokenizer, [doc_text[docids[j]] for j in idx], max_length)
+    docids = sorted({d for q in qids for d in lists[q]})
+    qv = BiEncoder.from_model(model, tokenizer, query_max_length).encode([queries[q] for q in qids], batch_size)
+    dv = BiEncoder.from_model(model, tokenizer, max_length).encode([doc_text[d] for d in docids], batch_size)
     row = {d: i for i, d in enumerate(docids)}
     for qi, q in enumerate(qids):
-        ds = list(candidates[q])[:depth]
-        sims = dv[[row[d] for d in ds]] @ qv[qi]
-        out[q] = {d: float(s) for d, s in zip(ds, sims, strict=True)}
+        sims = dv[[row[d] for d in lists[q]]] @ qv[qi]
+        out[q] = {d: float(s) for d, s in zip(lists[q], sims, strict=True)}
     return out
 
-
-def score_pairs(
-    model: nn.Module,
-    tokenizer,
-    queries: Sequence[str],
-    docs: Sequence[str],
-    max_length: int = 192,
-    batch_size: int = 32,
-) -> np.ndarray:
-    """Cross-encoder scores of ``(queries[i], docs[i])``, length-sorted batches with dynamic padding."""
-    enc = tokenizer(list(queries), list(docs), truncation=True, max_length=max_length)
-    ids, types = enc["input_ids"], enc.get("token_type_ids")
-    order = np.argsort([-len(x) for x in ids], kind="stable")
-    out = np.zeros(len(ids), dtype=np.float32)
-    pad = tokenizer.pad_token_id or 0
-    with torch.inference_mode():
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
-            width = max(len(ids[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            tt = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                input_ids[r, : len(ids[i])] = torch.tensor(ids[i])
-                mask[r, : len(ids[i])] = 1
-                if types is not None:
-                    tt[r, : len(ids[i])] = torch.tensor(types[i])
-            out[idx] = model(input_ids=input_ids, attention_mask=mask, token_type_ids=tt).logits[:, 0].float().numpy()
-    return out
