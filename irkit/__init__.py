@@ -43,6 +43,7 @@ _LAZY = {
     "build_bm25_index": "irkit.index.bm25",
     "ICR": "irkit.rerank.icr",
     "PRP": "irkit.rerank.prp",
+    "SpladeReranker": "irkit.rerank.splade",
     "GenCRF": "irkit.reformulate.gencrf",
     "QERM": "irkit.reformulate.qerm",
     "Query2Doc": "irkit.reformulate.query2doc",

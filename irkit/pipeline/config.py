@@ -45,6 +45,7 @@ STAGES: dict[str, str | type[Stage]] = {
     "cross_encoder": "irkit.rerank.cross_encoder:CrossEncoder",
     "icr": "irkit.rerank.icr:ICR",
     "prp": "irkit.rerank.prp:PRP",
+    "splade": "irkit.rerank.splade:SpladeReranker",
     "interpolate": "irkit.pipeline.operators:Interpolate",
     "gencrf": "irkit.reformulate.gencrf:GenCRF",
     "query2doc": "irkit.reformulate.query2doc:Query2Doc",

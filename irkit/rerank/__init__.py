@@ -1,9 +1,14 @@
-"""Rerankers (Ranking → Ranking): cross-encoder, in-context reranking (ICR), pairwise ranking prompts (PRP)."""
+"""Rerankers (Ranking → Ranking): cross-encoder, SPLADE, in-context reranking (ICR), pairwise ranking prompts (PRP)."""
 
 from __future__ import annotations
 
 from irkit._lazy import lazy_exports
 
-_LAZY = {"CrossEncoder": "irkit.rerank.cross_encoder", "ICR": "irkit.rerank.icr", "PRP": "irkit.rerank.prp"}
+_LAZY = {
+    "CrossEncoder": "irkit.rerank.cross_encoder",
+    "ICR": "irkit.rerank.icr",
+    "PRP": "irkit.rerank.prp",
+    "SpladeReranker": "irkit.rerank.splade",
+}
 __all__ = sorted(_LAZY)
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
