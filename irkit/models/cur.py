@@ -39,6 +39,11 @@ def sample_items(n_items: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_items, size=k, replace=False))
 
 
+def matrix_scorer(exact: np.ndarray) -> Scorer:
+    """A scorer reading a cached exact score matrix (queries × items): the search simulated without the model."""
+    return lambda rows: [exact[j, r] for j, r in enumerate(rows)]
+
+
 def pinv(a: np.ndarray, rcond: float = RCOND) -> np.ndarray:
     """Pseudo-inverse in float64 through the SVD, dropping singular values below ``rcond`` × the largest.
 
