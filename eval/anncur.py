@@ -108,21 +108,39 @@ def cached_matrix(name: str, queries: Queries, store, ce, work: Path) -> np.ndar
 
 
 def compute(args: argparse.Namespace, setup: dict) -> dict:
-    """The CUR index (R over the anchor queries), then the test score matrices, chunk by chunk."""
-    from irkit.index.cur import CURIndex, build_cur_index
+    """The CUR index (R over the anchor queries) and the test score matrices, chunk by chunk.
 
+    ``--part index`` or ``--part test`` computes one of them only, so two processes can share the work;
+    the test side scores the same items file with the same default cross-encoder the index uses.
+    """
+    from irkit.data.docstore import DocStore
+    from irkit.index.cur import CURIndex, build_cur_index
+    from irkit.rerank.cross_encoder import CrossEncoder
+
+    out = {}
     index_dir = args.work / "index"
-    if not index_dir.is_dir():
-        with Timer(args.work / "index-build.json"):
-            build_cur_index(setup["items"], index_dir, anchor_queries=setup["anchors"], k_i=args.k_i, seed=args.seed)
-    index = CURIndex.load(index_dir)
-    ce = index.cross_encoder()
-    qids = list(setup["test"])
-    parts = []
-    for start in range(0, len(qids), args.chunk):
-        chunk = setup["test"].subset(qids[start : start + args.chunk])
-        parts.append(cached_matrix(f"test-{start:03d}", chunk, index.docstore, ce, args.work))
-    return {"index": index, "test": np.concatenate(parts)}
+    if args.part in ("all", "index"):
+        if not index_dir.is_dir():
+            with Timer(args.work / "index-build.json"):
+                build_cur_index(
+                    setup["items"], index_dir, anchor_queries=setup["anchors"], k_i=args.k_i, seed=args.seed
+                )
+        out["index"] = CURIndex.load(index_dir)
+    if args.part in ("all", "test"):
+        store, ce = DocStore.for_corpus(setup["items"]), CrossEncoder()
+        qids = list(setup["test"])
+        parts = []
+        for start in range(0, len(qids), args.chunk):
+            chunk = setup["test"].subset(qids[start : start + args.chunk])
+            parts.append(cached_matrix(f"test-{start:03d}", chunk, store, ce, args.work))
+        out["test"] = np.concatenate(parts)
+        if "index" in out:  # the reference must come from the model, max_length and item order of R
+            index = out["index"]
+            assert index.docids == store.docids() and (index.model, index.manifest["max_length"]) == (
+                ce.model_name,
+                ce.max_length,
+            )
+    return out
 
 
 K_VALUES = (1, 10, 50)
@@ -396,18 +414,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "anncur", help="cache directory (git-ignored)")
     p.add_argument("--items", type=int, default=1000)
-    p.add_argument("--anchors", type=int, default=50, help="anchor queries of the index (largest k_q)")
-    p.add_argument("--test", type=int, default=100)
+    p.add_argument("--anchors", type=int, default=30, help="anchor queries of the index (largest k_q)")
+    p.add_argument("--test", type=int, default=20)
     p.add_argument("--chunk", type=int, default=20)
     p.add_argument("--k-i", type=int, default=50, help="anchor items whose E the index stores")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--e2e", type=int, default=5, help="test queries the CURRetriever itself runs on")
     p.add_argument("--out", type=Path, default=ROOT / "eval" / "results", help="where anncur.json and PNGs go")
     p.add_argument("--compute-only", action="store_true")
+    p.add_argument("--part", choices=("all", "index", "test"), default="all", help="with --compute-only")
     args = p.parse_args(argv)
     setup = prepare(args)
     data = compute(args, setup)
-    if args.compute_only:
+    if args.compute_only or args.part != "all":
         return 0
     res = evaluate_all(args, setup, data)
     res["end_to_end"] = end_to_end(args, setup, data, res)

@@ -141,7 +141,7 @@ def test_pinv_is_stable_on_duplicate_and_rank_deficient_anchors() -> None:
     assert not cur.pinv(np.zeros((4, 3))).any() and cur.pinv(np.zeros((4, 3))).shape == (3, 4)
     with pytest.raises(IrkitError, match="NaN or infinite"):
         cur.pinv(np.array([[1.0, np.nan]]))
-    with pytest.raises(IrkitError, match="cannot sample 11 anchor items from 10"):
+    with pytest.raises(IrkitError, match="cannot draw 11 anchors from 10"):
         cur.sample_items(10, 11, seed=0)
     with pytest.raises(IrkitError, match="1 <= rounds <= budget"):
         cur.round_sizes(3, 4)

@@ -33,9 +33,9 @@ Pool = tuple[np.ndarray, np.ndarray]
 
 
 def sample_items(n_items: int, k: int, seed: int) -> np.ndarray:
-    """``k`` distinct item rows drawn uniformly from ``n_items`` with a seeded generator, sorted."""
+    """``k`` distinct rows of ``n_items`` drawn uniformly with a seeded generator, sorted (anchor items or queries)."""
     if not 1 <= k <= n_items:
-        raise IrkitError(f"cannot sample {k} anchor items from {n_items} items (need 1 <= k_i <= {n_items})")
+        raise IrkitError(f"cannot draw {k} anchors from {n_items} (need 1 <= k <= {n_items})")
     return np.sort(np.random.default_rng(seed).choice(n_items, size=k, replace=False))
 
 
