@@ -26,7 +26,7 @@ import numpy as np
 
 from irkit.data.io import read_qrels, read_topics_tsv
 from irkit.data.types import Qrels, Ranking
-from irkit.evaluate import evaluate
+from irkit.evaluation import evaluate
 from irkit.paths import cache_dir, data_root
 from irkit.pipeline.runner import RESULTS, Runner, load_results
 

@@ -19,7 +19,7 @@ import torch
 from tune_common import RUNS, load_scifact
 
 from irkit.data.types import Ranking
-from irkit.evaluate import evaluate
+from irkit.evaluation import evaluate
 from irkit.tune import artifacts
 from irkit.tune.adapters import count_params
 from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, autocast, build_examples, embed, rerank_candidates

@@ -41,7 +41,7 @@ def bm25_run(queries: Queries, k: int = 100) -> Ranking:
 
     if not INDEX.exists():
         build_bm25_index(SCIFACT, INDEX)
-    run = BM25(INDEX, k=k).transform(queries)
+    run = BM25(INDEX, depth=k).transform(queries)
     write_run(run, path, tag="bm25")
     return run
 

@@ -21,7 +21,7 @@ from tune_common import RUNS, SciFact, load_scifact
 
 from irkit.data.io import write_run
 from irkit.data.types import Qrels, Ranking
-from irkit.evaluate import compare, evaluate
+from irkit.evaluation import compare, evaluate
 from irkit.pipeline.operators import linear
 from irkit.tune import artifacts
 from irkit.tune.adapters import count_params

@@ -22,7 +22,7 @@ import torch
 
 from irkit.data.io import read_corpus, read_qrels, read_run, read_topics_tsv
 from irkit.data.types import Ranking
-from irkit.evaluate import compare, evaluate
+from irkit.evaluation import compare, evaluate
 from irkit.pipeline.operators import linear
 from irkit.tune.artifacts import load_cross_encoder, read_config
 from irkit.tune.trainer import rerank_candidates

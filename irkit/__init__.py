@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _LAZY = {
     "IrkitError": "irkit.errors",
+    "IrkitWarning": "irkit.errors",
     "Queries": "irkit.data.types",
     "Ranking": "irkit.data.types",
     "Qrels": "irkit.data.types",
@@ -43,8 +44,13 @@ _LAZY = {
     "build_bm25_index": "irkit.index.bm25",
     "ICR": "irkit.rerank.icr",
     "PRP": "irkit.rerank.prp",
-    "evaluate": "irkit.evaluate",
-    "compare": "irkit.evaluate",
+    "GenCRF": "irkit.reformulate.gencrf",
+    "QERM": "irkit.reformulate.qerm",
+    "Query2Doc": "irkit.reformulate.query2doc",
+    "HyDE": "irkit.reformulate.hyde",
+    "MultiQuery": "irkit.reformulate.multi_query",
+    "evaluate": "irkit.evaluation",
+    "compare": "irkit.evaluation",
 }
 
 __all__ = sorted(_LAZY)

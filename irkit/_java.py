@@ -2,7 +2,8 @@
 
 pyserini's own start-up asks for ``jdk.incubator.vector``, which that runtime lacks;
 putting Anserini's fat jar on the classpath and starting the JVM ourselves first makes
-pyserini reuse our JVM (see shared RECIPES.md). Users never touch Java.
+pyserini reuse our JVM (see shared RECIPES.md). Users never touch Java. A Ctrl-C during a
+long Java call (Lucene indexing) takes effect, as a KeyboardInterrupt, when that call returns.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def ensure_jvm() -> None:
 
         if not jnius_config.vm_running:
             jnius_config.add_classpath(str(anserini_jar()))
-            jnius_config.add_options("-Dslf4j.internal.verbosity=WARN")  # no SLF4J banner on stderr
+            # -Xrs: the JVM leaves SIGINT/SIGTERM to Python, so Ctrl-C raises KeyboardInterrupt (and runs
+            # finally blocks) instead of the JVM's handler exiting the process.
+            # SerialGC sizes the heap to the live data: under BM25 batch search's garbage (every hit loads
+            # its stored document) G1 grew the committed heap towards a quarter of RAM (eval/bench/bm25_memory.py).
+            # No SLF4J banner on stderr.
+            jnius_config.add_options("-Xrs", "-XX:+UseSerialGC", "-Dslf4j.internal.verbosity=WARN")
         from jnius import autoclass as _autoclass  # starts the JVM
 
         # Lucene logs an INFO line through java.util.logging when it opens an index; keep warnings only

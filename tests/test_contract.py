@@ -49,12 +49,12 @@ class Overlap(Retriever):
 
     name = "overlap"
 
-    def __init__(self, index: str | Path, k: int = 1000, boost: float = 1.0) -> None:
-        self.index_path, self.k, self.boost = str(index), k, boost
+    def __init__(self, index: str | Path, depth: int = 1000, boost: float = 1.0) -> None:
+        self.index_path, self.depth, self.boost = str(index), depth, boost
         self.index = OverlapIndex.load(index)
 
     def params(self) -> dict[str, object]:
-        return {"index": self.index_path, "k": self.k, "boost": self.boost}
+        return {"index": self.index_path, "depth": self.depth, "boost": self.boost}
 
     def retrieve(self, queries: Queries, k: int) -> Ranking:
         docs = list(self.index.docstore)
@@ -120,9 +120,9 @@ def test_new_index_kind_from_cli_python_and_yaml(built: Path, scifact_slice: Pat
     queries = irkit.load_dataset(scifact_slice, "test").queries
     # CLI search: the kind's own option (--boost) comes from its retriever's signature
     run = tmp_path / "o.trec"
-    argv = ["search", "--index", str(built), "--dataset", str(scifact_slice), "--out", str(run), "--k", "5"]
+    argv = ["search", "--index", str(built), "--dataset", str(scifact_slice), "--out", str(run), "--depth", "5"]
     assert main([*argv, "--boost", "2"]) == 0
-    python = index.retriever(built, k=5, boost=2.0)(queries)
+    python = index.retriever(built, depth=5, boost=2.0)(queries)
     _same(read_run(run), python)
     # an option of another kind is refused by name
     assert main([*argv, "--search-params", "nprobe=4"]) == 2
@@ -149,7 +149,7 @@ def _same(a: Ranking, b: Ranking) -> None:
 
 
 def test_rewriter_variants_are_fused_by_the_retriever(built: Path) -> None:
-    retriever = Overlap(built, k=50)
+    retriever = Overlap(built, depth=50)
     queries = Queries({"1": "stem cells in bone marrow", "2": "vitamin d deficiency"})
     rewritten = Expand()(queries)
     assert rewritten.texts == queries.texts and rewritten.fields["original"] == queries.texts

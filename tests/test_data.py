@@ -46,6 +46,52 @@ def test_unknown_dataset_is_irkit_error():
         load_dataset("no/such/collection", "test")
 
 
+def test_trec_dl_dir_loads_topics_qrels_passages_and_run(dl19_dir, monkeypatch):
+    monkeypatch.setenv("IRKIT_DATA", str(dl19_dir.parent))
+    ds = load_dataset("trec-dl-2019")
+    assert ds.name == "trec-dl-2019/test"
+    assert len(ds.queries) == 43 and set(ds.queries) == set(ds.qrels)
+    assert sum(len(v) for _, v in ds.qrels.items()) == 9260
+    assert ds.corpus_path == dl19_dir / "passages.jsonl" and ds.run_path == dl19_dir / "bm25-top100.run"
+    assert sum(1 for _ in ds.docs()) == 4297
+    assert load_dataset(dl19_dir, None).qrels is None
+    assert load_dataset("beir/scifact").run_path is None
+
+
+def test_trec_dl_dir_errors_name_the_directory(dl19_dir, tmp_path):
+    with pytest.raises(IrkitError, match="split 'test'"):
+        load_dataset(dl19_dir, "train")
+    for f in ("topics.tsv", "qrels.txt", "passages.jsonl", "bm25-top100.run"):
+        (tmp_path / f).symlink_to(dl19_dir / f)
+    (tmp_path / "other.run").symlink_to(dl19_dir / "bm25-top100.run")
+    with pytest.raises(IrkitError, match=r"pytest.*: more than one first-stage run: bm25-top100.run, other.run"):
+        load_dataset(tmp_path)
+    (tmp_path / "other.run").unlink()
+    (tmp_path / "passages.jsonl").unlink()
+    with pytest.raises(IrkitError, match=r"without passages\.jsonl"):
+        load_dataset(tmp_path)
+
+
+def test_dataset_docstore_is_built_once_and_rebuilt_when_the_corpus_changes(dl19_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("IRKIT_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "dl"
+    data.mkdir()
+    for f in ("topics.tsv", "qrels.txt", "bm25-top100.run"):
+        (data / f).symlink_to(dl19_dir / f)
+    lines = (dl19_dir / "passages.jsonl").read_text(encoding="utf-8").splitlines()
+    (data / "passages.jsonl").write_text("\n".join(lines[:50]) + "\n", encoding="utf-8")
+    store = load_dataset(data).docstore()
+    assert store.path.parent == tmp_path / "cache" / "docstores" and len(store) == 50
+    mtime = store.path.stat().st_mtime_ns
+    again = load_dataset(data).docstore()
+    assert again.path == store.path and again.path.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert [p.name for p in store.path.parent.iterdir()] == [store.path.name]  # no temporary left behind
+    (data / "passages.jsonl").write_text("\n".join(lines[:60]) + "\n", encoding="utf-8")
+    fresh = load_dataset(data).docstore()
+    assert fresh.path != store.path and len(fresh) == 60
+    assert fresh.get_many(["5611210"])[0].text.startswith("5. Cancel. A flea")
+
+
 def test_docstore_random_access_and_pickle(scifact_slice, tmp_path):
     docs = list(read_corpus(scifact_slice / "corpus.jsonl"))
     store = DocStore.build(tmp_path / "docs.sqlite", docs)

@@ -9,7 +9,7 @@ from irkit.cli import main
 from irkit.data.io import read_qrels, read_run, write_run
 from irkit.data.types import Ranking
 from irkit.errors import IrkitError
-from irkit.evaluate import compare, evaluate, holm
+from irkit.evaluation import compare, evaluate, holm
 
 
 def test_dl19_bm25_matches_published(dl19_dir):

@@ -146,10 +146,10 @@ def test_yaml_round_trip_from_a_model_directory(tokenizer, tmp_path: Path) -> No
     spec = {
         "pipeline": [
             {"icr": {"model": str(tmp_path / "tiny"), "max_doc_tokens": 32}},
-            {"prp": {"model": str(tmp_path / "tiny"), "variant": "sorting", "k": 3}},
+            {"prp": {"model": str(tmp_path / "tiny"), "variant": "sorting", "passes": 3}},
         ]
     }
     pipe = load_pipeline(spec)
     icr, prp = pipe.stages
-    assert isinstance(icr, ICR) and icr.max_doc_tokens == 32 and prp.variant == "sorting" and prp.k == 3
+    assert isinstance(icr, ICR) and icr.max_doc_tokens == 32 and prp.variant == "sorting" and prp.passes == 3
     assert load_pipeline(to_dict(pipe)).stages[1].params() == prp.params()

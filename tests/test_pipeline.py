@@ -167,8 +167,9 @@ def _load_error(tmp_path: Path, text: str) -> IrkitError:
         ),
         ("pipeline:\n  - fuse: rrf\n    of: [{bm25: {index: x}}]\n", "pipeline[0].of: fuse needs", 3),
         (
-            "pipeline:\n  - fuse: linear\n    of:\n      - {bm25: {index: x}}\n      - {dense: {index: y, k: many}}\n",
-            "pipeline[0].of[1].dense.k: expected int",
+            "pipeline:\n  - fuse: linear\n    of:\n      - {bm25: {index: x}}\n"
+            "      - {dense: {index: y, depth: many}}\n",
+            "pipeline[0].of[1].dense.depth: expected int",
             5,
         ),
         (

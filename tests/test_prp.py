@@ -34,7 +34,7 @@ def test_both_orders() -> None:
 
 @pytest.mark.parametrize("variant", ["allpair", "sorting", "sliding"])
 def test_always_a_gives_ties_and_keeps_input_order(variant: str) -> None:
-    prp = PRP(variant=variant, k=3, comparator=always_a)
+    prp = PRP(variant=variant, passes=3, comparator=always_a)
     texts = [f"doc {i}" for i in range(7)]
     scores = prp.score("q", texts)
     assert list(np.argsort(-scores, kind="stable")) == list(range(7))
@@ -47,7 +47,7 @@ def test_sorting_recovers_planted_top_k(n: int, k: int) -> None:
     rels = list(range(n))
     random.Random(n).shuffle(rels)
     texts = [f"rel={r}" for r in rels]
-    prp = PRP(variant="sorting", k=k, comparator=perfect)
+    prp = PRP(variant="sorting", passes=k, comparator=perfect)
     order = np.argsort(-prp.score("q", texts), kind="stable")
     assert [rels[i] for i in order[:k]] == list(range(n - 1, n - 1 - k, -1))
     rest = sorted(order[k:])
@@ -61,11 +61,11 @@ def test_call_counts_per_variant() -> None:
     allpair = PRP(variant="allpair", comparator=perfect)
     assert list(np.argsort(-allpair.score("q", texts))) == list(range(n - 1, -1, -1))
     assert allpair.comparisons == n * (n - 1) // 2 and allpair.llm_calls == n * (n - 1)
-    sliding = PRP(variant="sliding", k=3, comparator=perfect)
+    sliding = PRP(variant="sliding", passes=3, comparator=perfect)
     order = np.argsort(-sliding.score("q", texts), kind="stable")
     assert list(order[:3]) == [15, 14, 13]
     assert sliding.comparisons == (n - 1) + (n - 2) + (n - 3) and sliding.llm_calls == 2 * sliding.comparisons
-    sorting = PRP(variant="sorting", k=3, comparator=perfect)
+    sorting = PRP(variant="sorting", passes=3, comparator=perfect)
     sorting.score("q", texts)
     # build-heap is linear and each extraction logarithmic: well under all pairs
     assert 0 < sorting.comparisons <= 2 * n + 2 * 3 * math.ceil(math.log2(n)) < n * (n - 1) // 2
@@ -106,7 +106,7 @@ def test_llm_rerank_counts_and_permutation(llm, variant: str, tmp_path: Path) ->
     docs = [Doc(f"d{i}", "", f"passage number {i} about fleas and their life cycle") for i in range(5)]
     store = DocStore.build(tmp_path / "docs.sqlite", docs)
     run = Ranking.from_lists({"q1": ([d.docid for d in docs], [5, 4, 3, 2, 1])}, Queries({"q1": "flea"}), store)
-    prp = PRP(llm, variant=variant, k=2, batch_size=4)
+    prp = PRP(llm, variant=variant, passes=2, batch_size=4)
     out = prp(run)
     assert sorted(out["q1"][0]) == sorted(d.docid for d in docs)
     stats = out.meta["q1"]

@@ -12,7 +12,7 @@ from irkit.cli import main
 from irkit.data.datasets import Dataset, load_dataset
 from irkit.data.io import read_run
 from irkit.data.types import Queries, Ranking
-from irkit.evaluate import evaluate
+from irkit.evaluation import evaluate
 from irkit.index.bm25 import build_bm25_index
 from irkit.index.dense import build_dense_index
 from irkit.retrieve.bm25 import BM25
@@ -103,7 +103,17 @@ def test_cli_search_writes_the_stage_ranking(
     indexes: dict[str, Path], bm25: BM25, data: Dataset, scifact_slice: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "runs" / "bm25.trec"
-    args = ["search", "--index", str(indexes["bm25"]), "--dataset", str(scifact_slice), "--k", "10", "--out", str(out)]
+    args = [
+        "search",
+        "--index",
+        str(indexes["bm25"]),
+        "--dataset",
+        str(scifact_slice),
+        "--depth",
+        "10",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     written = read_run(out)
     direct: Ranking = (bm25 % 10)(data.queries)

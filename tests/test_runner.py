@@ -60,7 +60,7 @@ def docstore(dl19_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _args(stage: str, models: dict[str, Path], run: Path, corpus: Path, topics: Path, out: Path, *extra: str) -> list:
-    options = {"icr": ["--max-doc-tokens", "32"], "prp": ["--k", "3", "--max-doc-tokens", "32"]}.get(stage, [])
+    options = {"icr": ["--max-doc-tokens", "32"], "prp": ["--passes", "3", "--max-doc-tokens", "32"]}.get(stage, [])
     return [
         "rerank",
         *("--run", str(run), "--corpus", str(corpus), "--topics", str(topics), "--depth", str(DEPTH)),

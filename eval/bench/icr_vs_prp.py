@@ -33,7 +33,7 @@ def main() -> None:
 
     llm = load_llm(args.model)
     icr = ICR(llm)
-    prp = PRP(llm, mode="scoring", variant="sliding", k=10, batch_size=2)
+    prp = PRP(llm, mode="scoring", variant="sliding", passes=10, batch_size=2)
     topics = read_topics_tsv(DATA / "topics.tsv")
     run = read_run(DATA / "bm25-top100.run", topics).top_k(args.n)
     docs = {d.docid: d for d in read_corpus(DATA / "passages.jsonl")}

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from irkit.data.io import read_qrels, read_run
-    from irkit.evaluate import compare, evaluate
+    from irkit.evaluation import compare, evaluate
 
     measures = args.measures or ["nDCG@10"]
     qrels = read_qrels(args.qrels)

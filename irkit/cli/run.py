@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.measures:
         if dataset.qrels is None:
             raise IrkitError(f"dataset {args.dataset!r} has no qrels for split {args.split!r}")
-        from irkit.evaluate import evaluate
+        from irkit.evaluation import evaluate
 
         print(evaluate(ranking, dataset.qrels, args.measures).table())
     return 0

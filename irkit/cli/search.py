@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="retrieve from an index into a TREC run file",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Retrieve the top --k documents for each query from an index built by 'irkit index build'.\n"
+            "Retrieve the top --depth documents for each query from an index built by 'irkit index build'.\n"
             "The index kind is read from its manifest and its retriever does the search; each kind has its\n"
             "own options (below). A dense index encodes queries with the model it was built with unless\n"
             "--model says otherwise. The run is written atomically."
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=(
             "examples:\n"
             "  irkit search --index indexes/scifact-bm25 --dataset ../shared/data/beir/scifact --out runs/bm25.trec\n"
-            "  irkit search --index indexes/scifact-minilm --queries topics.tsv --k 100 --out runs/dense.trec\n"
+            "  irkit search --index indexes/scifact-minilm --queries topics.tsv --depth 100 --out runs/dense.trec\n"
             "  irkit eval runs/bm25.trec ../shared/data/beir/scifact/qrels/test.tsv -m nDCG@10 -m R@100"
         ),
     )
@@ -58,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
     stage = index.retriever(args.index, **chosen(args, args.option_owners, kind))
     ranking = stage(queries)
     write_run(ranking, args.out, tag=args.tag or kind)
-    print(f"wrote {args.out}: {len(ranking)} queries, up to {stage.k} documents each ({stage!r})", file=sys.stderr)
+    print(f"wrote {args.out}: {len(ranking)} queries, up to {stage.depth} documents each ({stage!r})", file=sys.stderr)
     return 0

@@ -42,13 +42,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
     import torch
 
     from irkit.data.datasets import load_dataset
+    from irkit.data.docstore import DocStore, DocTexts
     from irkit.data.io import read_run
     from irkit.data.types import Ranking
     from irkit.errors import IrkitError
-    from irkit.evaluate import evaluate
+    from irkit.evaluation import evaluate
     from irkit.tune import artifacts
     from irkit.tune.adapters import count_params
     from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, build_examples, rerank_candidates, split_dev
@@ -59,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     candidates = {q: run_[q][0] for q in run_}
     if not any(q in candidates for q in ds.qrels):
         raise IrkitError(f"no query of split {args.split!r} has candidates in the run", path=args.candidates)
-    doc_text = {d.docid: d.contents for d in ds.docs()}
+    # texts are read on demand from a scratch DocStore (removed with `scratch`): no corpus-sized dict
+    scratch = tempfile.TemporaryDirectory(prefix="irkit-tune-")
+    doc_text = DocTexts(DocStore.build(Path(scratch.name) / "docs.sqlite", ds.docs()))
     train_q, dev_q = split_dev(list(ds.qrels), args.dev_fraction, args.seed)
     queries = dict(ds.queries.items())
     examples = build_examples(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -95,7 +95,9 @@ class DocStore:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            # a file: URI so the store opens read-only; as_uri escapes '#', '?' and '%' in the path
+            uri = f"{self.path.absolute().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
             self._local.conn = conn
         return conn
 
@@ -143,3 +145,29 @@ class DocStore:
     def docids(self) -> list[str]:
         """All docids in insertion order (position ``i`` is row ``i`` of a dense index)."""
         return [r[0] for r in self._conn().execute("SELECT docid FROM docs ORDER BY ord")]
+
+
+class DocTexts(Mapping[str, str]):
+    """``docid -> contents`` (title and text) of a DocStore, read on demand.
+
+    A corpus-sized mapping that keeps no text in memory, for code that takes a ``Mapping``
+    of texts (the tuning loop looks up only the documents it samples).
+    """
+
+    def __init__(self, store: DocStore) -> None:
+        self.store = store
+
+    def __getitem__(self, docid: str) -> str:
+        try:
+            return self.store.get(docid).contents
+        except IrkitError:
+            raise KeyError(docid) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.store.docids())
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __contains__(self, docid: object) -> bool:
+        return docid in self.store

@@ -14,7 +14,16 @@ from typing import Any
 
 from irkit.data.docstore import Doc, DocStore
 from irkit.errors import IrkitError
-from irkit.index.manifest import DOCSTORE, build_docstore, building, docs_of, read_manifest, work_dir, write_manifest
+from irkit.index.manifest import (
+    DOCSTORE,
+    build_docstore,
+    building,
+    docs_of,
+    exclusive,
+    read_manifest,
+    work_dir,
+    write_manifest,
+)
 
 LUCENE_DIR = "lucene"
 _STORE_FLAGS = ("-storePositions", "-storeDocvectors", "-storeRaw", "-quiet")
@@ -42,6 +51,7 @@ class BM25Index:
         return f"BM25Index({str(self.path)!r}, {len(self)} docs)"
 
 
+@exclusive
 def build_bm25_index(
     corpus_or_docs: object,
     out_dir: str | Path,
@@ -57,8 +67,8 @@ def build_bm25_index(
     from irkit._java import autoclass
 
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise IrkitError("output exists; choose another path or pass overwrite=True (--overwrite)", path=out)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise IrkitError(f"threads must be an integer >= 1, got {threads!r}")
     work = work_dir(out)
     shutil.rmtree(work, ignore_errors=True)
     collection = work / "collection"
@@ -70,7 +80,9 @@ def build_bm25_index(
         with building(out, overwrite) as tmp:
             args = [
                 *("-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator"),
-                *("-input", str(collection), "-index", str(tmp / LUCENE_DIR), "-threads", str(threads)),
+                # absolute: the JVM resolves relative paths against the directory it started in
+                *("-input", str(collection.absolute()), "-index", str((tmp / LUCENE_DIR).absolute())),
+                *("-threads", str(threads)),
                 *_STORE_FLAGS,
             ]
             autoclass("io.anserini.index.IndexCollection").main(args)
@@ -111,7 +123,7 @@ def _progress(docs: Iterator[Doc], show: bool, name: str) -> Iterator[Doc]:
 def _lucene_doc_count(lucene_dir: Path) -> int:
     from irkit._java import autoclass
 
-    reader = autoclass("io.anserini.index.IndexReaderUtils").getReader(str(lucene_dir))
+    reader = autoclass("io.anserini.index.IndexReaderUtils").getReader(str(lucene_dir.absolute()))
     try:
         return int(reader.numDocs())
     finally:

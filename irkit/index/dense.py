@@ -8,7 +8,6 @@ beside the target, so a killed build resumes where it stopped and gives the same
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -17,8 +16,18 @@ from typing import Any
 import numpy as np
 
 from irkit.data.docstore import DocStore
+from irkit.data.io import atomic_path
 from irkit.errors import IrkitError
-from irkit.index.manifest import DOCSTORE, build_docstore, building, docs_of, read_manifest, work_dir, write_manifest
+from irkit.index.manifest import (
+    DOCSTORE,
+    build_docstore,
+    building,
+    docs_of,
+    exclusive,
+    read_manifest,
+    work_dir,
+    write_manifest,
+)
 
 INDEX_FILE = "index.faiss"
 METRIC = "inner_product"
@@ -112,6 +121,7 @@ class DenseIndex:
         return self.index.reconstruct_n(0, len(self))
 
 
+@exclusive
 def build_dense_index(
     corpus_or_docs: object,
     out_dir: str | Path,
@@ -136,10 +146,9 @@ def build_dense_index(
     from irkit.models.encoder import BiEncoder
 
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise IrkitError("output exists; choose another path or pass overwrite=True (--overwrite)", path=out)
-    if chunk_size < 1 or batch_size < 1:
-        raise IrkitError(f"chunk_size and batch_size must be >= 1, got {chunk_size} and {batch_size}")
+    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise IrkitError(f"{name} must be an integer >= 1, got {value!r}")
     work = work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -167,6 +176,9 @@ def build_dense_index(
     docids = store.docids()
     starts = range(0, len(docids), chunk_size)
     shards = [work / f"vectors-{i:06d}.npy" for i in range(len(starts))]
+    for start, shard in zip(starts, shards, strict=True):
+        if shard.is_file() and not _valid_shard(shard, min(chunk_size, len(docids) - start), encoder.dim):
+            shard.unlink()  # damaged or foreign checkpoint: encode that chunk again
     done = sum(min(chunk_size, len(docids) - s) for s, p in zip(starts, shards, strict=True) if p.is_file())
     with tqdm(total=len(docids), initial=done, desc=f"encode {out.name}", unit="doc", disable=not show_progress) as bar:
         for start, shard in zip(starts, shards, strict=True):
@@ -218,12 +230,24 @@ def _reset_if_stale(work: Path, key: dict[str, Any]) -> None:
     meta.write_text(json.dumps(key, indent=2) + "\n", encoding="utf-8")
 
 
+def _valid_shard(path: Path, rows: int, dim: int) -> bool:
+    """Is a checkpoint shard one this build would have written: ``rows`` finite unit vectors of ``dim``?"""
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return False
+    return (
+        vectors.dtype == np.float32
+        and vectors.shape == (rows, dim)
+        and bool(np.isfinite(vectors).all())
+        and bool(np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3))
+    )
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
     """Write a checkpoint shard atomically: present only when complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def _first_vectors(shards: list[Path], limit: int) -> np.ndarray:

@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
+import inspect
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
 
 from irkit.data.docstore import Doc, DocStore
-from irkit.data.io import read_json_object
+from irkit.data.io import read_json_object, valid_id
 from irkit.errors import IrkitError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 DOCSTORE = "docstore.sqlite"
 _REQUIRED = ("format_version", "type", "irkit_version", "doc_count", "files")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def sha256_file(path: Path) -> str:
@@ -79,21 +82,13 @@ def read_manifest(root: str | Path, kind: str | None = None, verify: bool = Fals
     root = Path(root)
     if not root.is_dir():
         raise IrkitError("index directory not found", path=root)
-    mpath = root / MANIFEST
-    if not mpath.is_file():
-        raise IrkitError("not an irkit index: manifest.json is missing", path=root)
-    manifest = read_json_object(mpath, "corrupt manifest")
-    missing = [k for k in _REQUIRED if k not in manifest]
-    if missing:
-        raise IrkitError(f"corrupt manifest: missing field(s) {missing}", path=mpath)
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise IrkitError(
-            f"index format {manifest['format_version']} is not supported (expected {FORMAT_VERSION})", path=mpath
-        )
+    manifest = _parse_manifest(root)
     if kind is not None and manifest["type"] != kind:
         raise IrkitError(f"expected a {kind} index, found a {manifest['type']!r} index", path=root)
     for rel, meta in manifest["files"].items():
         p = root / rel
+        if not p.resolve().is_relative_to(root.resolve()):
+            raise IrkitError(f"index file {rel!r} resolves outside the index directory", path=root / MANIFEST)
         if not p.is_file():
             raise IrkitError(f"index file {rel!r} listed in the manifest is missing", path=root)
         if p.stat().st_size != meta["bytes"]:
@@ -109,18 +104,136 @@ def work_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.work"
 
 
+def _parse_manifest(root: Path) -> dict[str, Any]:
+    """``root/manifest.json`` checked for the fields and types irkit writes, each listed file confined
+    to ``root`` (no absolute path, no ``..``); not yet checked against the files themselves."""
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise IrkitError("not an irkit index: manifest.json is missing", path=root)
+    manifest = read_json_object(mpath, "corrupt manifest")
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise IrkitError(f"corrupt manifest: missing field(s) {missing}", path=mpath)
+    version = manifest["format_version"]
+    if not _is_int(version):
+        raise IrkitError(f"corrupt manifest: format_version {version!r} is not an integer", path=mpath)
+    if version != FORMAT_VERSION:
+        raise IrkitError(f"index format {version} is not supported (expected {FORMAT_VERSION})", path=mpath)
+    if not isinstance(manifest["type"], str) or not manifest["type"]:
+        raise IrkitError(f"corrupt manifest: type {manifest['type']!r} is not a name", path=mpath)
+    if not _is_int(manifest["doc_count"]) or manifest["doc_count"] < 0:
+        raise IrkitError(f"corrupt manifest: doc_count {manifest['doc_count']!r} is not a count", path=mpath)
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise IrkitError("corrupt manifest: files is not a mapping", path=mpath)
+    for rel, meta in files.items():
+        parts = PurePosixPath(rel).parts
+        if not rel or rel == MANIFEST or PurePosixPath(rel).is_absolute() or ".." in parts or "\\" in rel:
+            raise IrkitError(f"corrupt manifest: file entry {rel!r} is not a path inside the index", path=mpath)
+        if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and _is_int(meta.get("bytes"))):
+            raise IrkitError(f"corrupt manifest: file entry {rel!r} lacks sha256 and bytes", path=mpath)
+    return manifest
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def exclusive(build: F) -> F:
+    """Decorate an index build function ``build(corpus, out_dir, ..., overwrite=False, ...)`` to run
+    under ``claim(out_dir, overwrite)``: checked target, and one build at a time per ``out_dir``."""
+    signature = inspect.signature(build)
+
+    @functools.wraps(build)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        with claim(bound.arguments["out_dir"], bound.arguments["overwrite"]):
+            return build(*args, **kwargs)
+
+    return locked  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def claim(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Hold the build lock of ``out_dir`` for a whole build, after checking the target may be written.
+
+    The lock is an exclusive ``fcntl`` lock on a hidden sibling ``.<name>.lock``, so a second
+    build into the same directory fails at once instead of sharing the work and partial
+    directories with the first. Index builders take it for their whole run (work directories
+    included) with the ``exclusive`` decorator, and publish with ``building`` inside it.
+    """
+    import fcntl
+
+    out_dir = Path(out_dir)
+    check_target(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise IrkitError(
+                f"another build is writing this index (it holds {lock.name}); wait for it or choose another path",
+                path=out_dir,
+            ) from None
+        try:  # the previous holder removes the file when done: make sure we locked the one on disk now
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        check_target(out_dir, overwrite)  # another build may have published it while we waited
+        yield out_dir
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def check_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output path irkit may not replace: any existing path without ``overwrite``, and with it
+    anything but an empty directory or an irkit index whose manifest lists every file in it."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not overwrite:
+        raise IrkitError("output exists; choose another path or pass overwrite=True (--overwrite)", path=out_dir)
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        what = "a symbolic link" if out_dir.is_symlink() else "not a directory"
+        raise IrkitError(f"output exists and is {what}; refusing to overwrite it", path=out_dir)
+    if not any(out_dir.iterdir()):
+        return
+    try:
+        listed = set(_parse_manifest(out_dir)["files"])
+    except IrkitError as e:
+        raise IrkitError(
+            f"output exists and is not an irkit index ({e.message}); refusing to overwrite it", path=e.path
+        ) from None
+    unlisted = sorted(
+        rel
+        for top, dirs, files in os.walk(out_dir)
+        for name in files + [d for d in dirs if Path(top, d).is_symlink()]
+        if (rel := Path(top, name).relative_to(out_dir).as_posix()) not in listed and rel != MANIFEST
+    )
+    if unlisted:
+        shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+        raise IrkitError(
+            f"output holds files its manifest does not list ({shown}); refusing to delete them", path=out_dir
+        )
+
+
 @contextlib.contextmanager
 def building(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary sibling of ``out_dir``; publish it as ``out_dir`` on success.
 
     The body must write ``manifest.json`` (``write_manifest``). On any error the
-    temporary directory is removed, so nothing half-written is left behind.
+    temporary directory is removed, so nothing half-written is left behind. An existing
+    ``out_dir`` is replaced only as ``check_target`` allows.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise IrkitError("output exists; choose another path or pass overwrite=True (--overwrite)", path=out_dir)
-    if out_dir.exists() and not (out_dir / MANIFEST).is_file() and any(out_dir.iterdir()):
-        raise IrkitError("output exists and is not an irkit index; refusing to overwrite it", path=out_dir)
+    check_target(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)  # left by a killed build
@@ -146,10 +259,10 @@ def docs_of(corpus: object) -> Iterator[Doc]:
 
     if isinstance(corpus, str | Path):
         p = Path(corpus)
-        if p.is_dir():
-            p = p / "corpus.jsonl"
+        if p.is_dir():  # BEIR's corpus.jsonl, or the gzip'd one its archives hold
+            p = next((p / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (p / n).is_file()), p / "corpus.jsonl")
         if not p.is_file():
-            raise IrkitError("corpus not found (expected a corpus.jsonl file or a BEIR directory)", path=corpus)
+            raise IrkitError("corpus not found (expected a corpus.jsonl[.gz] file or a BEIR directory)", path=corpus)
         return read_corpus(p)
     if isinstance(corpus, Dataset):
         return corpus.docs() if corpus.corpus_path is not None else _checked(corpus.docs())
@@ -164,8 +277,19 @@ def _checked(docs: Iterable[object]) -> Iterator[Doc]:
     for i, d in enumerate(docs):
         if not isinstance(d, Doc):
             raise IrkitError(f"corpus item {i} is a {type(d).__name__}, expected irkit.Doc(docid, title, text)")
-        if not d.docid or d.docid in seen:
-            raise IrkitError(f"corpus item {i}: {'duplicate' if d.docid else 'empty'} docid {d.docid!r}")
+        if not isinstance(d.docid, str) or not valid_id(d.docid):
+            raise IrkitError(
+                f"corpus item {i}: docid {d.docid!r} is empty or not a string, or holds whitespace or U+FEFF"
+            )
+        if d.docid in seen:
+            raise IrkitError(f"corpus item {i}: duplicate docid {d.docid!r}")
+        if not isinstance(d.title, str) or not isinstance(d.text, str):
+            raise IrkitError(f"document {d.docid!r} (corpus item {i}): title and text must be strings")
+        try:
+            for part in d:
+                part.encode("utf-8")
+        except UnicodeEncodeError:
+            raise IrkitError(f"document {d.docid!r} (corpus item {i}) holds a lone UTF-16 surrogate") from None
         if not (d.text or "").strip() and not (d.title or "").strip():
             raise IrkitError(f"document {d.docid!r} (corpus item {i}) has empty text")
         seen.add(d.docid)

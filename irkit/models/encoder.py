@@ -1,17 +1,17 @@
 """BiEncoder: texts to L2-normalised vectors with a BERT-style encoder and mean pooling.
 
-Speed on CPU comes from three things (per-core gains measured on a 2-core AMD EPYC with the
-piece toggled; end-to-end numbers against sentence-transformers: ``eval/results/encode.md``):
+Speed on CPU comes from three things (each one's gain, measured with the piece toggled, and
+the end-to-end comparison with sentence-transformers are in ``eval/results/encode.md``):
 
 * texts are tokenised once, sorted by token length and batched with dynamic padding,
   so short texts do not pay for long ones;
 * fp32 linear layers run on oneDNN's kernels with weights packed once. PyTorch's default
   CPU matmul is MKL, which on AMD CPUs takes its AVX2 code path; oneDNN picks the widest
-  instruction set the CPU has (AVX-512 where present) and stays in fp32 (about 1.8x);
-  a BERT feed-forward layer's GELU is fused into its first matmul (about 15 % more)
-  (``irkit.models.onednn``, shared with the cross-encoder);
+  instruction set the CPU has (AVX-512 where present) and stays in fp32; a BERT
+  feed-forward layer's GELU is fused into its first matmul (``irkit.models.onednn``,
+  shared with the cross-encoder);
 * attention runs through PyTorch's fused scaled-dot-product kernel (the transformers
-  default for BERT): about 1.8x faster than the eager implementation.
+  default for BERT), faster than the eager implementation.
 """
 
 from __future__ import annotations

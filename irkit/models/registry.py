@@ -1,6 +1,7 @@
 """Models are named, not downloaded: short names resolve to weights shipped in pip packages.
 
-A local directory or a hub id also works, for users who have a model hub.
+A local directory also works. A model-hub id is used only when written with the ``hf:``
+prefix (``hf:BAAI/bge-small-en-v1.5``), so a typo in a name is an error, never a download.
 """
 
 from __future__ import annotations
@@ -27,14 +28,25 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+HUB_PREFIX = "hf:"
+
+
 def resolve(name_or_path: str | Path) -> str:
-    """A registered name, an existing local path, or (returned unchanged) a hub id."""
+    """What ``from_pretrained`` loads for a registered name, an existing local path, or ``hf:<hub id>``.
+
+    Anything else is an IrkitError: an unknown name is never passed on to a model hub.
+    """
     key = str(name_or_path)
     if key in _RESOLVERS:
         return str(_RESOLVERS[key]())
+    if key.startswith(HUB_PREFIX) and key[len(HUB_PREFIX) :].strip():
+        return key[len(HUB_PREFIX) :]
     if Path(key).exists():
         return key
-    return key
+    raise IrkitError(
+        f"unknown model {key!r}: not a registered name ({', '.join(names())}) nor an existing path; "
+        f"to load a model-hub id, write it as {HUB_PREFIX}{key}"
+    )
 
 
 def names() -> list[str]:

@@ -47,6 +47,10 @@ STAGES: dict[str, str | type[Stage]] = {
     "icr": "irkit.rerank.icr:ICR",
     "prp": "irkit.rerank.prp:PRP",
     "interpolate": "irkit.pipeline.operators:Interpolate",
+    "gencrf": "irkit.reformulate.gencrf:GenCRF",
+    "query2doc": "irkit.reformulate.query2doc:Query2Doc",
+    "hyde": "irkit.reformulate.hyde:HyDE",
+    "multi_query": "irkit.reformulate.multi_query:MultiQuery",
 }
 
 _FUSE_KEYS = {"fuse", "of", "k", "weights", "top_k"}
@@ -113,22 +117,10 @@ def load_pipeline(source: str | Path | Mapping[str, Any]) -> Stage:
         data: Any = source
     else:
         text = str(source)
-        if isinstance(source, Path) or (
-            "\n" not in text and (text.endswith((".yaml", ".yml")) or Path(text).is_file())
-        ):
+        if isinstance(source, Path) or ("\n" not in text and (text.endswith((".yaml", ".yml")) or _is_file(text))):
             file = str(source)
-            try:
-                text = Path(source).read_text(encoding="utf-8")
-            except OSError as e:
-                raise IrkitError(f"cannot read pipeline ({e.strerror})", path=file) from None
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise IrkitError(
-                f"not valid YAML ({getattr(e, 'problem', e)})", path=file, line=mark.line + 1 if mark else None
-            ) from None
+            text = _read_yaml_text(Path(source))
+        root, data = _parse_yaml(text, file)
     ctx = _Ctx(file, root)
     if not isinstance(data, Mapping) or set(data) != {"pipeline"}:
         raise ctx.error((), "a pipeline file is a mapping with the single key 'pipeline' (a list of steps)")
@@ -333,3 +325,82 @@ def _to_step(stage: Stage) -> dict[str, Any]:
 def _plain(params: dict[str, Any]) -> dict[str, Any]:
     """Parameters as YAML-safe values (paths become strings)."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # too long, or not a path at all
+        return False
+
+
+def _read_yaml_text(path: Path) -> str:
+    """A pipeline file's text: UTF-8 (a leading byte-order mark is dropped); errors name the file and line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise IrkitError(f"cannot read pipeline ({e.strerror})", path=path) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise IrkitError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path=path, line=line) from None
+
+
+MAX_DEPTH = 50  # nesting a pipeline never needs; deeper input would only exhaust the parser's recursion
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")}
+
+
+def _parse_yaml(text: str, file: str | None) -> tuple[yaml.Node | None, Any]:
+    """The composed tree and the data of pipeline YAML, refusing in one linear pass what a pipeline never
+    needs and hostile input uses: anchors and aliases (an alias bomb expands exponentially), explicit tags
+    (``!!int abc``), nesting deeper than ``MAX_DEPTH``, keys that are not strings, duplicate keys, and
+    implicit types other than strings, numbers, booleans and null (``2001-13-45`` would be a date)."""
+
+    def error(message: str, mark: Any) -> IrkitError:
+        return IrkitError(f"not valid YAML: {message}", path=file, line=mark.line + 1 if mark is not None else None)
+
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise error("anchors and aliases (&name, *name) are not allowed in a pipeline", event.start_mark)
+            if getattr(event, "tag", None) is not None:
+                raise error(f"tags ({event.tag}) are not allowed in a pipeline", event.start_mark)
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise error(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            _check_nodes(root, error)
+            return root, (loader.construct_document(root) if root is not None else None)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        reason = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise error(reason, getattr(e, "problem_mark", None)) from None
+    except ValueError as e:  # a scalar that resolves to a number but does not convert (0b_)
+        raise error(str(e), None) from None
+
+
+def _check_nodes(root: yaml.Node | None, error: Callable[[str, Any], IrkitError]) -> None:
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if node.tag not in _PLAIN_TAGS:
+            raise error(f"{node.value!r} is not a string, number, boolean or null (quote it)", node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag != "tag:yaml.org,2002:str":
+                    raise error("a mapping key must be a name (a string)", key.start_mark)
+                if key.value in seen:
+                    raise error(f"duplicate key {key.value!r}", key.start_mark)
+                seen.add(key.value)
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)

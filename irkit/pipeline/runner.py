@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from irkit.data.io import atomic_path, write_run
 from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
 from irkit.pipeline.stage import Stage, StageInput, as_input
@@ -67,8 +68,6 @@ class Runner:
 
     def run(self, inp: object, out: str | Path | None = None, tag: str = "irkit") -> Ranking:
         """Rank every query of ``inp`` (Queries, or a Ranking to rerank), resuming from the checkpoint."""
-        from irkit.data.io import write_run
-
         x = as_input(inp)
         self.stage.check_input(x)
         ckpt, own = self.checkpoint, False
@@ -188,9 +187,8 @@ def _open_checkpoint(ckpt: Path, job: dict[str, Any]) -> dict[str, dict[str, Any
             )
     if not done:  # nothing finished: whatever was here never blocks a new job
         (ckpt / RESULTS).unlink(missing_ok=True)
-        tmp = path.with_name(JOB + ".tmp")
-        tmp.write_text(json.dumps(job, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(job, indent=1), encoding="utf-8")
     return done
 
 

@@ -38,6 +38,8 @@ Kind = Literal["queries", "ranking"]
 ORIGINAL = "original"
 #: ``Queries.fields`` key holding weighted query variants ``[(text, weight), ...]`` for a retriever to combine
 VARIANTS = "variants"
+#: ``Queries.fields`` key: ``"rrf"`` for a query whose variants are fused by reciprocal rank (default: linear)
+FUSION = "fusion"
 #: ``Ranking.columns`` keys where a reranker keeps the score and the rank (from 1) each document had before it
 INPUT_SCORE = "input_score"
 INPUT_RANK = "input_rank"
@@ -142,22 +144,22 @@ def _rebuild(cls: type[Stage], params: dict[str, Any]) -> Stage:
 class Retriever(Stage):
     """Queries → Ranking. Implement ``retrieve(queries, k)``: the top ``k`` documents of every query.
 
-    ``k`` is the depth returned when no ``%`` cut asks for another. Queries that carry weighted
-    variants (a rewriter's output, ``Queries.fields["variants"]``) are answered by
-    ``retrieve_variants``: by default every variant is retrieved on its own and the lists are
-    fused linearly with the variants' weights (min-max normalised, as ``Fuse`` does); a
-    retriever with a vector space may combine the query vectors instead.
+    ``depth`` is how many documents are retrieved when no ``%`` cut asks for another number.
+    Queries that carry weighted variants (a rewriter's output, ``Queries.fields["variants"]``)
+    are answered by ``retrieve_variants``: by default every variant is retrieved on its own and
+    the lists are fused linearly with the variants' weights (min-max normalised, as ``Fuse``
+    does); a retriever with a vector space may combine the query vectors instead.
     """
 
     consumes: ClassVar[Kind] = "queries"
     produces: ClassVar[Kind] = "ranking"
-    k: int = 1000
+    depth: int = 1000
 
     def retrieve(self, queries: Queries, k: int) -> Ranking:
         raise NotImplementedError
 
     def transform(self, inp: StageInput) -> Ranking:
-        return self.transform_k(inp, self.k)
+        return self.transform_k(inp, self.depth)
 
     def transform_k(self, inp: StageInput, k: int) -> Ranking:
         self.check_input(inp)
@@ -176,18 +178,24 @@ class Retriever(Stage):
         return Ranking({q: results[q] for q in inp if q in results}, inp, docstore, meta=meta)
 
     def retrieve_variants(self, queries: Queries, k: int) -> Ranking:
-        """Rank each query from its weighted variants: per-variant lists fused linearly with the weights."""
-        from irkit.pipeline.operators import linear
+        """Rank each query from its weighted variants: per-variant lists fused linearly with the weights.
+
+        A query whose ``fields["fusion"]`` is ``"rrf"`` fuses its lists by reciprocal rank
+        (``k = 60``) and ignores the weights.
+        """
+        from irkit.pipeline.operators import linear, rrf
 
         variants = queries.fields[VARIANTS]
+        method = queries.fields.get(FUSION, {})
         keys = {q: [f"{q}\x1f{i}" for i in range(len(variants[q]))] for q in queries}
         run = self.retrieve(
-            Queries({key: text for q in queries for key, (text, _) in zip(keys[q], variants[q], strict=False)}), k
+            Queries({key: text for q in queries for key, (text, _) in zip(keys[q], variants[q], strict=True)}), k
         )
         fused: dict[str, dict[str, float]] = {}
         for q in queries:
             parts = [Ranking({q: run[key]}) for key in keys[q]]
-            fused[q] = linear(parts, [w for _, w in variants[q]]).get(q, {})
+            by_rank = method.get(q) == "rrf"
+            fused[q] = (rrf(parts) if by_rank else linear(parts, [w for _, w in variants[q]])).get(q, {})
         return Ranking.from_scores(fused, queries, run.docstore).top_k(k)
 
 
@@ -197,10 +205,9 @@ class Reranker(Stage):
     The base fetches each query's documents from the ranking's DocStore, re-sorts by the new
     scores (ties keep the input order) and keeps the input scores and ranks as the
     ``"input_score"`` and ``"input_rank"`` columns, so ``Interpolate`` can mix them without
-    running the first stage again. A method
-    that batches across queries overrides ``score_batch``; one that reports facts about each
-    query (model calls, judgments) returns them from ``query_meta()``, which the base stores
-    in ``Ranking.meta``.
+    running the first stage again. A method that batches across queries overrides
+    ``score_batch``; one that reports facts about each query (model calls, judgments) returns
+    them from ``query_meta()``, which the base stores in ``Ranking.meta``.
     """
 
     consumes: ClassVar[Kind] = "ranking"
@@ -267,8 +274,9 @@ class QueryRewriter(Stage):
 
     The text a query started from is kept in ``Queries.fields["original"]``. Variants go to
     ``Queries.fields["variants"]`` (the query text stays the original) for the retriever that
-    follows to combine; ``rewrite_batch`` lets a method batch across queries (e.g. one LLM
-    generation batch).
+    follows to combine (fused linearly with the weights, or by reciprocal rank where the
+    rewriter sets ``fields["fusion"]`` to ``"rrf"``); ``rewrite_batch`` lets a method batch
+    across queries (e.g. one LLM generation batch).
     """
 
     consumes: ClassVar[Kind] = "queries"

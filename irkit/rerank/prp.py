@@ -7,11 +7,13 @@ Modes: ``scoring`` compares the log-likelihood of "Passage A" against "Passage B
 the prompt (one batched forward pass per batch of prompts); ``generation`` starts the reply
 with "Passage", decodes two tokens and parses the letter (an unparseable answer counts as a tie).
 
-Variants over N candidates (in first-stage order):
+Variants over N candidates (in first-stage order); ``passes`` is how many top documents the
+last two put in order:
+
 - ``allpair``: all N(N-1)/2 pairs; a document's score is its number of wins (ties 0.5).
-- ``sorting``: heapsort that stops once the top ``k`` are extracted; the rest keep their
+- ``sorting``: heapsort that stops once the top ``passes`` are extracted; the rest keep their
   first-stage order. A tie ranks the first-stage earlier document higher.
-- ``sliding``: ``k`` bubble passes from the bottom of the list to the top; pass p stops at
+- ``sliding``: ``passes`` bubble passes from the bottom of the list to the top; pass p stops at
   position p (the top p are final) and swaps a pair only on a clear win.
 
 ``comparator`` replaces the LLM with any function ``(query, passage_a, passage_b) -> "A" | "B"``.
@@ -119,7 +121,7 @@ class PRP(Reranker):
         model: str | CausalLM = "smollm2",
         mode: str = "scoring",
         variant: str = "sliding",
-        k: int = 10,
+        passes: int = 10,
         max_doc_tokens: int = 128,
         batch_size: int = 8,
         comparator: Callable[[str, str, str], str] | None = None,
@@ -128,9 +130,11 @@ class PRP(Reranker):
             raise IrkitError(f"PRP mode must be one of {MODES}, got {mode!r}")
         if variant not in VARIANTS:
             raise IrkitError(f"PRP variant must be one of {VARIANTS}, got {variant!r}")
-        if k < 1 or max_doc_tokens < 1 or batch_size < 1:
-            raise IrkitError(f"k, max_doc_tokens and batch_size must be >= 1, got {k}, {max_doc_tokens}, {batch_size}")
-        self.mode, self.variant, self.k = mode, variant, k
+        if passes < 1 or max_doc_tokens < 1 or batch_size < 1:
+            raise IrkitError(
+                f"passes, max_doc_tokens and batch_size must be >= 1, got {passes}, {max_doc_tokens}, {batch_size}"
+            )
+        self.mode, self.variant, self.passes = mode, variant, passes
         self.max_doc_tokens, self.batch_size = max_doc_tokens, batch_size
         self.comparator = comparator
         self.llm = None if comparator is not None else load_llm(model)
@@ -146,7 +150,7 @@ class PRP(Reranker):
             "model": model,
             "mode": self.mode,
             "variant": self.variant,
-            "k": self.k,
+            "passes": self.passes,
             "max_doc_tokens": self.max_doc_tokens,
             "batch_size": self.batch_size,
         }
@@ -226,7 +230,7 @@ class PRP(Reranker):
         if self.variant == "allpair":
             scores = allpair(n, judge)
         else:
-            order = heap_top_k(n, self.k, judge) if self.variant == "sorting" else sliding(n, self.k, judge)
+            order = heap_top_k(n, self.passes, judge) if self.variant == "sorting" else sliding(n, self.passes, judge)
             scores = np.zeros(n)
             scores[order] = np.arange(n, 0, -1, dtype=np.float64)
         spent = (a - b for a, b in zip(self._calls(), before, strict=True))

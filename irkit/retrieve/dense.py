@@ -10,7 +10,7 @@ import numpy as np
 from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
 from irkit.index.dense import DenseIndex
-from irkit.pipeline.stage import VARIANTS, Retriever
+from irkit.pipeline.stage import FUSION, VARIANTS, Retriever
 
 
 class Dense(Retriever):
@@ -29,15 +29,15 @@ class Dense(Retriever):
         self,
         index: str | Path,
         model: str | None = None,
-        k: int = 1000,
+        depth: int = 1000,
         batch_size: int = 32,
         search_params: str | None = None,
     ) -> None:
-        if k < 1 or batch_size < 1:
-            raise IrkitError(f"Dense needs k >= 1 and batch_size >= 1, got k={k}, batch_size={batch_size}")
+        if depth < 1 or batch_size < 1:
+            raise IrkitError(f"Dense needs depth >= 1 and batch_size >= 1, got depth={depth}, batch_size={batch_size}")
         from irkit.models.encoder import BiEncoder
 
-        self.index_path, self.model, self.k, self.batch_size = str(index), model, int(k), int(batch_size)
+        self.index_path, self.model, self.depth, self.batch_size = str(index), model, int(depth), int(batch_size)
         self.search_params = search_params
         self.index = DenseIndex.load(self.index_path)
         if self.search_params:
@@ -52,7 +52,7 @@ class Dense(Retriever):
             )
 
     def params(self) -> dict[str, Any]:
-        p: dict[str, Any] = {"index": self.index_path, "k": self.k, "batch_size": self.batch_size}
+        p: dict[str, Any] = {"index": self.index_path, "depth": self.depth, "batch_size": self.batch_size}
         if self.model is not None:
             p["model"] = self.model
         if self.search_params is not None:
@@ -66,7 +66,18 @@ class Dense(Retriever):
         return self.search_vectors(queries, vectors, k)
 
     def retrieve_variants(self, queries: Queries, k: int) -> Ranking:
-        """One search per query, for the weighted sum of its variants' vectors (renormalised)."""
+        """One search per query, for the weighted sum of its variants' vectors (renormalised).
+
+        Queries whose variants are to be fused by reciprocal rank (``fields["fusion"]``) are
+        searched per variant instead, as the base class does.
+        """
+        by_rank = [q for q in queries if queries.fields.get(FUSION, {}).get(q) == "rrf"]
+        if by_rank:
+            runs = [super().retrieve_variants(queries.subset(by_rank), k)]
+            rest = [q for q in queries if q not in set(by_rank)]
+            if rest:
+                runs.append(self.retrieve_variants(queries.subset(rest), k))
+            return Ranking({q: r[q] for q in queries for r in runs if q in r}, queries, self.index.docstore)
         variants = queries.fields[VARIANTS]
         qids = list(queries)
         texts = [text for q in qids for text, _ in variants[q]]

@@ -23,15 +23,15 @@ class RunFile(Retriever):
 
     name = "run_file"
 
-    def __init__(self, path: str | Path, corpus: str | Path | None = None, k: int = 1000) -> None:
-        if k < 1:
-            raise IrkitError(f"run_file needs k >= 1, got {k}")
-        self.path, self.corpus, self.k = str(path), (str(corpus) if corpus is not None else None), int(k)
+    def __init__(self, path: str | Path, corpus: str | Path | None = None, depth: int = 1000) -> None:
+        if depth < 1:
+            raise IrkitError(f"run_file needs depth >= 1, got {depth}")
+        self.path, self.corpus, self.depth = str(path), (str(corpus) if corpus is not None else None), int(depth)
         self.docstore = DocStore.for_corpus(corpus) if corpus is not None else None
         self.run = read_run(path, docids=self.docstore)
 
     def params(self) -> dict[str, Any]:
-        p: dict[str, Any] = {"path": self.path, "k": self.k}
+        p: dict[str, Any] = {"path": self.path, "depth": self.depth}
         return p if self.corpus is None else {**p, "corpus": self.corpus}
 
     def retrieve(self, queries: Queries, k: int) -> Ranking:

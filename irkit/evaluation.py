@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from irkit.data.types import Qrels, Ranking
-from irkit.errors import IrkitError
+from irkit.errors import IrkitError, IrkitWarning
 
 
 @dataclass
@@ -51,6 +51,12 @@ def evaluate(run: Ranking, qrels: Qrels, measures: Sequence[str] = ("nDCG@10",))
     parsed = _parse(measures)
     by_obj = {v: k for k, v in parsed.items()}
     judged = [q for q in qrels if any(g > 0 for g in qrels[q].values())]
+    if not judged:
+        _warn("the qrels judge no document relevant (empty, or all grades <= 0): every score is 0")
+    elif not any(q in run for q in judged):
+        _warn(f"none of the run's {len(run)} queries is among the {len(judged)} judged ones: every score is 0")
+    elif not any(d in qrels[q] for q in judged if q in run for d in run[q][0]):
+        _warn("the run retrieves no judged document for any judged query (qrels of another collection?)")
     per_query: dict[str, dict[str, float]] = {m: dict.fromkeys(judged, 0.0) for m in measures}
     run_dict = {q: docs for q, docs in run.to_dict().items() if q in qrels}
     for metric in ir_measures.iter_calc(list(parsed.values()), qrels.judgments, run_dict):
@@ -59,6 +65,12 @@ def evaluate(run: Ranking, qrels: Qrels, measures: Sequence[str] = ("nDCG@10",))
             col[metric.query_id] = float(metric.value)
     aggregate = {m: float(np.mean(list(v.values()))) if v else 0.0 for m, v in per_query.items()}
     return EvalResult(per_query, aggregate)
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, IrkitWarning, stacklevel=3)
 
 
 @dataclass

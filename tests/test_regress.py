@@ -1,0 +1,200 @@
+"""The regression-table driver (eval/regress.py): validation, running commands and bundled runs, rendering."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from regress_driver import regress
+
+from irkit.errors import IrkitError
+
+MEASURED = {"date": "2026-11-28", "machine": "test"}
+
+
+def condition(name: str, **kw: Any) -> dict[str, Any]:
+    base = {"name": name, "description": "d", "dataset": "trec-dl-2019", "ci": False, "cost_s": 1}
+    return {**base, "measured": MEASURED, **kw}
+
+
+def write_spec(tmp_path: Path, conditions: list[dict[str, Any]], **top: Any) -> Path:
+    path = tmp_path / "regressions.yaml"
+    path.write_text(yaml.safe_dump({"conditions": conditions, **top}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def data_env(dl19_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("IRKIT_DATA", str(dl19_dir.parent))
+    return dl19_dir
+
+
+def test_the_committed_table_validates_and_its_ci_part_is_cheap() -> None:
+    spec = regress.load()
+    ci = [c for c in spec.conditions.values() if c.ci]
+    assert {"scifact-bm25", "scifact-dense", "scifact-rrf", "scifact-ce-fused-top20", "dl19-bm25"} <= {
+        c.name for c in ci
+    }
+    assert sum(c.cost_s for c in ci) <= 300  # CI runs on 2 cores within 15 minutes, unit tests included
+
+
+def test_readme_and_results_tables_are_rendered_from_the_table() -> None:
+    stale = regress.render(regress.load(), write=False)
+    assert stale == [], f"run `python eval/regress.py --render`: {stale} differ from eval/regressions.yaml"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"metrics": {"nDCG@10": {"expected": 0.5}}}, r"regressions\.yaml:\d+: conditions\[0\]\.metrics\.nDCG@10: "),
+        ({"colour": "red"}, r"conditions\[0\]\.colour: unknown key"),
+        ({"command": "echo hi"}, r"conditions\[0\]\.command: a command writes either"),
+        ({"pipeline": "../README.md"}, r"no pipeline file '\.\./README\.md' under examples/pipelines/"),
+        ({"candidates": 0}, r"conditions\[0\]\.candidates: expected a positive integer"),
+        ({"significance": {"vs": "nobody"}}, r"conditions\[0\]\.significance\.vs: 'nobody' is not another condition"),
+        ({"significance": {"vs": "b", "p_max": 0.05, "p_min": 0.05}}, r"give one"),
+        ({"command": "x {seed} > {out}", "metrics": {"m": {"expected": 1, "tol": 0, "key": "m"}}}, r"seeds list"),
+        ({"name": "Bad Name"}, r"lower-case letters"),
+    ],
+)
+def test_a_bad_condition_names_the_file_line_and_key(tmp_path: Path, change: dict, message: str) -> None:
+    a = condition("a", candidates=10, metrics={"nDCG@10": {"expected": 0.5, "tol": 0.01}})
+    b = condition("b", candidates=20, metrics={"nDCG@10": {"expected": 0.5, "tol": 0.01}})
+    a.update(change)
+    if "command" in change or "pipeline" in change:
+        a.pop("candidates")
+    with pytest.raises(IrkitError, match=message):
+        regress.load(write_spec(tmp_path, [a, b]))
+
+
+def test_a_bad_table_is_an_error(tmp_path: Path) -> None:
+    a = condition("a", candidates=10, metrics={"nDCG@10": {"expected": 0.5, "tol": 0.01}})
+    with pytest.raises(IrkitError, match=r"tables\.t\.rows\[0\]: no condition named 'zz'"):
+        regress.load(write_spec(tmp_path, [a], tables={"t": {"columns": ["label"], "rows": ["zz"]}}))
+    with pytest.raises(IrkitError, match=r"tables\.t\.columns\[1\]: 'MAP' is neither"):
+        regress.load(write_spec(tmp_path, [a], tables={"t": {"columns": ["label", "MAP"], "rows": ["a"]}}))
+
+
+def test_bundled_run_and_a_run_writing_command_are_evaluated_and_tested(tmp_path: Path, data_env: Path) -> None:
+    metric = {"nDCG@10": {"expected": 0.5058, "tol": 0.0005}}
+    spec = regress.load(
+        write_spec(
+            tmp_path,
+            [
+                condition("bm25", candidates=100, metrics=metric),
+                condition("copy", command=f"cp {data_env / 'bm25-top100.run'} {{run}}", metrics=metric),
+                # the top 3 only: nDCG@10 drops significantly
+                condition(
+                    "top3",
+                    candidates=3,
+                    metrics={"nDCG@10": {"expected": 0.2713, "tol": 0.0005}},
+                    significance={"vs": "bm25", "p_max": 0.05, "direction": "worse"},
+                ),
+                condition("first5", candidates=10, max_queries=5, metrics=metric),
+            ],
+        )
+    )
+    session = regress.Session(spec, runs=tmp_path / "runs")
+    bm25, copy = session.run("bm25"), session.run("copy")
+    assert bm25.ok and copy.ok and bm25.queries == 43
+    assert bm25.figures["nDCG@10"]["measured"] == copy.figures["nDCG@10"]["measured"]
+    assert (tmp_path / "runs" / "copy.trec").is_file()
+    top3 = session.run("top3")
+    assert top3.significance["p"][0] < 0.05
+    assert [c.what for c in top3.checks] == ["nDCG@10", "p vs bm25 (nDCG@10)"]
+    assert top3.checks[1].ok, top3.report()
+    first5 = session.run("first5")
+    assert first5.queries == 5 and not first5.ok and "FAIL" in first5.report()
+
+
+def test_seeded_json_commands_give_means_run_once_and_fail_honestly(tmp_path: Path, data_env: Path) -> None:
+    counter = tmp_path / "calls"
+    script = tmp_path / "fake.py"
+    script.write_text(
+        "import json, sys\n"
+        "seed = int(sys.argv[1])\n"
+        f"open({str(counter)!r}, 'a').write('x')\n"
+        "json.dump({'test': {'m': 0.5 + seed / 100}, 'p': 0.01 * seed}, open(sys.argv[2], 'w'))\n",
+        encoding="utf-8",
+    )
+    cmd = f"{sys.executable} {script} {{seed}} {{out}}"
+    base = condition("base", candidates=10, metrics={"m": {"expected": 0.4, "tol": 1}})
+    good = condition(
+        "good",
+        command=cmd,
+        seeds=[1, 2, 3],
+        metrics={"m": {"expected": 0.52, "tol": 0.001, "key": "test.m"}},
+        significance={"vs": "base", "p_max": 0.05, "direction": "better", "key": "p"},
+    )
+    bad = condition(
+        "bad",
+        command=cmd,
+        seeds=[1, 2, 3],
+        metrics={"m": {"expected": 0.6, "tol": 0.01, "key": "test.m"}, "gone": {"expected": 1, "tol": 0, "key": "x"}},
+        significance={"vs": "base", "p_max": 0.025, "key": "p"},
+    )
+    spec = regress.load(write_spec(tmp_path, [base, good, bad]))
+    session = regress.Session(spec, runs=tmp_path / "runs")
+    out = session.run("good")
+    assert out.ok, out.report()
+    assert out.figures["m"]["per_seed"] == pytest.approx([0.51, 0.52, 0.53])
+    assert out.figures["m"]["std"] == pytest.approx(0.01)
+    assert out.significance["p"] == pytest.approx([0.01, 0.02, 0.03])
+    worse = session.run("bad")
+    assert counter.read_text() == "xxx"  # the second condition reused the three outputs
+    assert [c.ok for c in worse.checks] == [False, False, False]  # m off, gone missing, p 0.03 > 0.025
+
+
+def test_a_failing_command_is_an_error(tmp_path: Path, data_env: Path) -> None:
+    c = condition("c", command="exit 3 # {run}", metrics={"nDCG@10": {"expected": 0.5, "tol": 0.01}})
+    session = regress.Session(regress.load(write_spec(tmp_path, [c])), runs=tmp_path / "runs")
+    with pytest.raises(IrkitError, match="exited with status 3"):
+        session.run("c")
+
+
+def test_render_fills_marked_tables_from_the_spec_and_the_last_results(tmp_path: Path, data_env: Path) -> None:
+    c = condition(
+        "bm25", label="BM25 | given", candidates=100, metrics={"nDCG@10": {"expected": 0.5058, "tol": 0.0005}}
+    )
+    table = {"columns": ["label", "nDCG@10", {"show": "last run", "header": "rerun"}], "rows": ["bm25"]}
+    spec = regress.load(write_spec(tmp_path, [c], tables={"t": table}))
+    doc = tmp_path / "doc.md"
+    doc.write_text("Intro.\n<!-- regress:table t -->\nold\n<!-- /regress -->\nProse.\n", encoding="utf-8")
+    results = tmp_path / "results"
+    assert regress.render(spec, (doc,), results) == [doc]
+    assert "| BM25 \\| given | 0.5058 | not rerun |" in doc.read_text()
+    outcome = regress.Session(spec, runs=tmp_path / "runs").run("bm25")
+    record = json.loads(regress.write_result(spec.conditions["bm25"], outcome, results).read_text())
+    assert record["ok"] and record["figures"]["nDCG@10"]["measured"] == pytest.approx(0.5058, abs=5e-5)
+    assert regress.render(spec, (doc,), results, write=False) == [doc]  # the new result makes it stale
+    regress.render(spec, (doc,), results)
+    text = doc.read_text()
+    assert f"| ok, {record['date'][:10]}, " in text and text.startswith("Intro.\n") and text.endswith("Prose.\n")
+    assert regress.render(spec, (doc,), results) == []
+    doc.write_text("a\n\n<!-- regress:table nope -->\n<!-- /regress -->\n", encoding="utf-8")
+    with pytest.raises(IrkitError, match=r"doc\.md:3: no table 'nope'"):
+        regress.render(spec, (doc,), results)
+
+
+def test_ensure_index_builds_reuses_and_never_rebuilds_through_a_symlink(tmp_path: Path, scifact_slice: Path) -> None:
+    def spec_with(doc_count: int) -> Any:
+        c = condition("a", candidates=10, metrics={"nDCG@10": {"expected": 0.5, "tol": 0.01}})
+        ix = {"type": "bm25", "dataset": str(scifact_slice), "doc_count": doc_count}
+        return regress.load(write_spec(tmp_path, [c], indexes={"slice-bm25": ix}))
+
+    built = regress.ensure_index(spec_with(300), "slice-bm25", root=tmp_path)
+    assert built == tmp_path / "indexes" / "slice-bm25"
+    stamp = (built / "manifest.json").stat().st_mtime_ns
+    assert regress.ensure_index(spec_with(300), "slice-bm25", root=tmp_path) == built
+    assert (built / "manifest.json").stat().st_mtime_ns == stamp  # reused
+    other = tmp_path / "elsewhere"
+    (other / "indexes").mkdir(parents=True)
+    os.symlink(built, other / "indexes" / "slice-bm25")
+    with pytest.raises(IrkitError, match="not rebuilding a symlink"):
+        regress.ensure_index(spec_with(299), "slice-bm25", root=other)
+    assert (built / "manifest.json").stat().st_mtime_ns == stamp
