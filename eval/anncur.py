@@ -18,7 +18,11 @@ simulation that runs the retriever's own search code (:mod:`irkit.models.cur`) w
 scorer that reads the exact scores, and the CURRetriever is run end to end on a slice to show
 that it returns the same lists.
 
+The index is built by ``irkit index build --type cur`` (the command is printed); its anchor
+queries are written to ``WORK/anchor-queries.jsonl`` first.
+
     nice -n 10 python eval/anncur.py            # compute (resumable), then report
+    nice -n 10 python eval/anncur.py --results figures.json   # also the regression table's figures
 """
 
 from __future__ import annotations
@@ -113,18 +117,25 @@ def compute(args: argparse.Namespace, setup: dict) -> dict:
     ``--part index`` or ``--part test`` computes one of them only, so two processes can share the work;
     the test side scores the same items file with the same default cross-encoder the index uses.
     """
+    from irkit.cli import main as cli
     from irkit.data.docstore import DocStore
-    from irkit.index.cur import CURIndex, build_cur_index
+    from irkit.data.io import atomic_path
+    from irkit.index.cur import CURIndex
     from irkit.rerank.cross_encoder import CrossEncoder
 
     out = {}
     index_dir = args.work / "index"
     if args.part in ("all", "index"):
         if not index_dir.is_dir():
+            anchors = args.work / "anchor-queries.jsonl"
+            with atomic_path(anchors) as tmp:
+                tmp.write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in setup["anchors"].items()))
+            argv = ["index", "build", "--type", "cur", "--corpus", str(setup["items"]), "--out", str(index_dir)]
+            argv += ["--anchor-queries", str(anchors), "--k-i", str(args.k_i), "--seed", str(args.seed)]
+            print("irkit " + " ".join(argv), file=sys.stderr)
             with Timer(args.work / "index-build.json"):
-                build_cur_index(
-                    setup["items"], index_dir, anchor_queries=setup["anchors"], k_i=args.k_i, seed=args.seed
-                )
+                if cli(argv) != 0:
+                    raise SystemExit("the cur index build failed")
         out["index"] = CURIndex.load(index_dir)
     if args.part in ("all", "test"):
         store, ce = DocStore.for_corpus(setup["items"]), CrossEncoder()
@@ -202,7 +213,7 @@ def choose_on_dev(r: np.ndarray, search, options: list[int]) -> dict[int, int]:
 
 def ndcg(pools: list, index, qids: list[str], qrels) -> float:
     from irkit.data.types import Ranking
-    from irkit.evaluate import evaluate
+    from irkit.evaluation import evaluate
 
     results = {}
     for q, (rows, scores) in zip(qids, pools, strict=True):
@@ -314,7 +325,7 @@ def end_to_end(args: argparse.Namespace, setup: dict, data: dict, res: dict, bud
     )
     out = {}
     for name, params, pools in configs:
-        retriever = CURRetriever(index.path, k=50, **params)
+        retriever = CURRetriever(index.path, depth=50, **params)
         wall, cpu = time.perf_counter(), time.process_time()
         run = retriever(setup["test"].subset(qids))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -329,6 +340,44 @@ def end_to_end(args: argparse.Namespace, setup: dict, data: dict, res: dict, bud
             "ce_calls": sorted({m["ce_calls"] for m in run.meta.values()}),
             "wall_s_per_query": wall / len(qids),
             "cpu_s_per_query": cpu / len(qids),
+        }
+    return out
+
+
+def unit_costs(setup: dict, index, dense_dir: Path, n: int = 200) -> dict:
+    """CPU seconds per cross-encoder call and per bi-encoder encoding on the same ``n`` items, back to back.
+
+    Measured in one process so that the ratio holds on shared cores where wall times of the
+    long runs do not; each model as this run configures it (the index's CE, the dense index's encoder).
+    """
+    from irkit.index import read_manifest
+    from irkit.models.encoder import BiEncoder
+
+    docs = index.docstore.get_many(index.docids[:n])
+    query = next(iter(setup["anchors"].values()))
+    ce = index.cross_encoder()
+    dense = read_manifest(dense_dir)
+    bi = BiEncoder(dense["model"], max_length=int(dense["build"]["max_length"]))
+    ce.score_batch([(query, docs[:8])]), bi.encode([d.contents for d in docs[:8]])  # warm-up
+    cpu = time.process_time()
+    ce.score_batch([(query, docs)])
+    ce_s = (time.process_time() - cpu) / n
+    cpu = time.process_time()
+    bi.encode([d.contents for d in docs])
+    bi_s = (time.process_time() - cpu) / n
+    return {"items": n, "ce_cpu_s_per_call": ce_s, "bi_cpu_s_per_item": bi_s, "ratio": ce_s / bi_s}
+
+
+def figures(res: dict) -> dict:
+    """The regression table's figures: per method and budget, Top-k-Recall (k = 1, 10, 50) and nDCG@10."""
+    short = {f"ANNCUR k_q={res['k_q'][-1]}": "anncur", f"adaptive k_q={res['k_q'][-1]}": "adaptive"}
+    short.update({"bm25 -> CE": "bm25_ce", "dense -> CE": "dense_ce"})
+    out = {}
+    for name, key in short.items():
+        m = res["methods"][name]
+        out[key] = {
+            str(b): {**{f"R{k}": m["recall"][str(k)][i] for k in K_VALUES}, "nDCG@10": m["ndcg10"][i]}
+            for i, b in enumerate(res["budgets"])
         }
     return out
 
@@ -423,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "eval" / "results", help="where anncur.json and PNGs go")
     p.add_argument("--compute-only", action="store_true")
     p.add_argument("--part", choices=("all", "index", "test"), default="all", help="with --compute-only")
+    p.add_argument("--results", type=Path, default=None, help="also write the regression figures (JSON) here")
     args = p.parse_args(argv)
     setup = prepare(args)
     data = compute(args, setup)
@@ -430,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     res = evaluate_all(args, setup, data)
     res["end_to_end"] = end_to_end(args, setup, data, res)
+    res["unit_costs"] = unit_costs(setup, data["index"], args.work / "dense")
     res["setup"] = {
         "items": setup["n_items"],
         "relevant_items": setup["n_relevant"],
@@ -443,9 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "anncur.json").write_text(json.dumps(res, indent=1))
+    if args.results is not None:
+        args.results.write_text(json.dumps(figures(res), indent=1))
     plot(res, args.out)
     print(tables(res))
-    print(json.dumps({"end_to_end": res["end_to_end"], "setup": res["setup"]}, indent=1))
+    print(json.dumps({k: res[k] for k in ("end_to_end", "unit_costs", "setup")}, indent=1))
     return 0
 
 

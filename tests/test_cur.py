@@ -248,7 +248,7 @@ def test_retriever_equals_search_over_the_exact_matrix(built: Path, test_queries
     idx = CURIndex.load(built)
     exact = score_matrix(test_queries, idx.docstore, idx.cross_encoder(), show_progress=False)
     for params in ({"k_r": 12}, {"k_i": 5, "k_r": 20}, {"k_i": 6, "k_r": 14, "adaptive_rounds": 4}):
-        run = CURRetriever(built, k=40, **params)(test_queries)
+        run = CURRetriever(built, depth=40, **params)(test_queries)
         if "adaptive_rounds" in params:
             pools = cur.adaptive(Lookup(exact), len(exact), idx.scores, 20, 4, seed=0)
         else:
@@ -261,14 +261,15 @@ def test_retriever_equals_search_over_the_exact_matrix(built: Path, test_queries
 
 
 def test_cli_search_yaml_and_reranking_after_it(
-    built: Path, test_queries: Queries, tiny_ce: Path, scifact_dir: Path, tmp_path: Path
+    built: Path, test_queries: Queries, tiny_ce: Path, tmp_path: Path
 ) -> None:
     from irkit.rerank.cross_encoder import CrossEncoder
 
-    out = tmp_path / "cur.trec"
-    argv = ["search", "--index", str(built), "--dataset", str(scifact_dir), "--out", str(out)]
-    assert main([*argv, "--k", "5", "--k-i", "6", "--k-r", "7"]) == 0
-    python = CURRetriever(built, k=5, k_i=6, k_r=7)(irkit.load_dataset(scifact_dir, "test").queries)
+    out, topics = tmp_path / "cur.trec", tmp_path / "topics.tsv"
+    topics.write_text("".join(f"{q}\t{test_queries[q]}\n" for q in test_queries), encoding="utf-8")
+    argv = ["search", "--index", str(built), "--queries", str(topics), "--out", str(out)]
+    assert main([*argv, "--depth", "5", "--k-i", "6", "--k-r", "7"]) == 0
+    python = CURRetriever(built, depth=5, k_i=6, k_r=7)(test_queries)
     cli = read_run(out)
     assert list(cli) == list(python) and all(cli[q][0] == python[q][0] for q in cli)
     spec = {"pipeline": [{"cur": {"index": str(built), "k_r": 7, "adaptive_rounds": 2}, "top_k": 6}]}

@@ -31,6 +31,7 @@ class CURRetriever(Retriever):
     index's score matrix, with ``seed`` and ``rcond`` defaulting to the index's). With
     ``adaptive_rounds`` >= 1 the budget ``k_i + k_r`` is spent in that many rounds instead.
     Each query's ``Ranking.meta`` reports the cross-encoder calls it cost (``ce_calls``).
+    Without a ``%`` cut the top ``depth`` of the scored items are returned.
     """
 
     name = "cur"
@@ -38,7 +39,7 @@ class CURRetriever(Retriever):
     def __init__(
         self,
         index: str | Path,
-        k: int = 100,
+        depth: int = 100,
         k_i: int | None = None,
         k_r: int = 100,
         adaptive_rounds: int = 0,
@@ -46,12 +47,12 @@ class CURRetriever(Retriever):
         rcond: float | None = None,
         batch_size: int = 32,
     ) -> None:
-        if k < 1 or k_r < 0 or adaptive_rounds < 0 or batch_size < 1 or (k_i is not None and k_i < 1):
+        if depth < 1 or k_r < 0 or adaptive_rounds < 0 or batch_size < 1 or (k_i is not None and k_i < 1):
             raise IrkitError(
-                f"cur needs k >= 1, k_i >= 1, k_r >= 0, adaptive_rounds >= 0 and batch_size >= 1, got k={k}, "
-                f"k_i={k_i}, k_r={k_r}, adaptive_rounds={adaptive_rounds}, batch_size={batch_size}"
+                "cur needs depth >= 1, k_i >= 1, k_r >= 0, adaptive_rounds >= 0 and batch_size >= 1, got "
+                f"depth={depth}, k_i={k_i}, k_r={k_r}, adaptive_rounds={adaptive_rounds}, batch_size={batch_size}"
             )
-        self.index_path, self.k, self.k_i, self.k_r = str(index), int(k), k_i, int(k_r)
+        self.index_path, self.depth, self.k_i, self.k_r = str(index), int(depth), k_i, int(k_r)
         self.adaptive_rounds, self.seed, self.rcond, self.batch_size = int(adaptive_rounds), seed, rcond, batch_size
         self.index = CURIndex.load(self.index_path)
         self.budget = (self.index.k_i if k_i is None else int(k_i)) + self.k_r
@@ -63,7 +64,7 @@ class CURRetriever(Retriever):
         self.cross_encoder = self.index.cross_encoder(batch_size)
 
     def params(self) -> dict[str, Any]:
-        p: dict[str, Any] = {"index": self.index_path, "k": self.k, "k_r": self.k_r}
+        p: dict[str, Any] = {"index": self.index_path, "depth": self.depth, "k_r": self.k_r}
         optional = {"k_i": self.k_i, "seed": self.seed, "rcond": self.rcond}
         p.update({name: v for name, v in optional.items() if v is not None})
         if self.adaptive_rounds:
