@@ -354,7 +354,7 @@ def unit_costs(setup: dict, index, dense_dir: Path, n: int = 200) -> dict:
     from irkit.models.encoder import BiEncoder
 
     docs = index.docstore.get_many(index.docids[:n])
-    query = next(iter(setup["anchors"].values()))
+    query = setup["anchors"][next(iter(setup["anchors"]))]
     ce = index.cross_encoder()
     dense = read_manifest(dense_dir)
     bi = BiEncoder(dense["model"], max_length=int(dense["build"]["max_length"]))
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "anncur", help="cache directory (git-ignored)")
     p.add_argument("--items", type=int, default=1000)
-    p.add_argument("--anchors", type=int, default=30, help="anchor queries of the index (largest k_q)")
+    p.add_argument("--anchors", type=int, default=17, help="anchor queries of the index (largest k_q)")
     p.add_argument("--test", type=int, default=20)
     p.add_argument("--chunk", type=int, default=20)
     p.add_argument("--k-i", type=int, default=50, help="anchor items whose E the index stores")
