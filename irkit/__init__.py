@@ -39,6 +39,7 @@ _LAZY = {
     "Filter": "irkit.pipeline.stage",
     "BM25": "irkit.retrieve.bm25",
     "Dense": "irkit.retrieve.dense",
+    "CURRetriever": "irkit.retrieve.cur",
     "build_dense_index": "irkit.index.dense",
     "build_bm25_index": "irkit.index.bm25",
     "ICR": "irkit.rerank.icr",

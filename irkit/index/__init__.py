@@ -37,6 +37,7 @@ class IndexKind:
 
 KINDS: dict[str, IndexKind] = {
     "bm25": IndexKind("irkit.index.bm25:BM25Index", "irkit.index.bm25:build_bm25_index", "irkit.retrieve.bm25:BM25"),
+    "cur": IndexKind("irkit.index.cur:CURIndex", "irkit.index.cur:build_cur_index", "irkit.retrieve.cur:CURRetriever"),
     "dense": IndexKind(
         "irkit.index.dense:DenseIndex", "irkit.index.dense:build_dense_index", "irkit.retrieve.dense:Dense"
     ),

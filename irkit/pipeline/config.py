@@ -42,6 +42,7 @@ STAGES: dict[str, str | type[Stage]] = {
     "bm25": "irkit.retrieve.bm25:BM25",
     "dense": "irkit.retrieve.dense:Dense",
     "run_file": "irkit.retrieve.run_file:RunFile",
+    "cur": "irkit.retrieve.cur:CURRetriever",
     "cross_encoder": "irkit.rerank.cross_encoder:CrossEncoder",
     "icr": "irkit.rerank.icr:ICR",
     "prp": "irkit.rerank.prp:PRP",
