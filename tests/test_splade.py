@@ -149,3 +149,28 @@ def test_real_splade_tiny_puts_relevant_passages_first(splade_tiny, dl19):
         non_relevant = [scores[d] for d in scores if d in judged and judged[d] == 0]
         assert relevant and non_relevant, query
         assert np.mean(relevant) > np.mean(non_relevant), query
+
+
+@needs("splade-tiny")
+def test_splade_reranker_stage_orders_by_splade_scores(splade_tiny, dl19, tmp_path):
+    """The `splade` stage (Python and YAML) reranks a candidate list by exactly Splade.score."""
+    from irkit.data.docstore import Doc, DocStore
+    from irkit.data.types import Queries, Ranking
+    from irkit.pipeline import config
+    from irkit.rerank.splade import SpladeReranker
+
+    queries = Queries({f"q{i}": query for i, (query, _, _) in enumerate(dl19[:2])})
+    texts = {d: t for _, docs, _ in dl19[:2] for d, t in docs[:8]}
+    store = DocStore.build(tmp_path / "docs.sqlite", [Doc(d, "", t) for d, t in texts.items()])
+    results = {f"q{i}": ([d for d, _ in docs[:8]], np.arange(8, 0, -1.0)) for i, (_, docs, _) in enumerate(dl19[:2])}
+    candidates = Ranking(results, queries, store)
+    stage = config.load_pipeline({"pipeline": [{"splade": {"max_length": 256}}]})
+    assert isinstance(stage, SpladeReranker) and config.to_dict(stage) == {"pipeline": [{"splade": stage.params()}]}
+    ranked = stage(candidates)
+    for q, (query, docs, _) in zip(queries, dl19[:2], strict=True):
+        expected = splade_tiny.score(query, [t for _, t in docs[:8]])
+        order = np.argsort(-expected, kind="stable")
+        assert ranked[q][0] == [docs[i][0] for i in order]
+        np.testing.assert_allclose(ranked[q][1], expected[order], rtol=1e-6)
+    with pytest.raises(IrkitError, match="batch_size"):
+        SpladeReranker(batch_size=0)
