@@ -138,7 +138,7 @@ def _step(children: st.SearchStrategy[dict] | None = None) -> st.SearchStrategy[
             {"index": st.just(INDEX) | text},
             optional={"depth": number, "k1": number, "b": number, "threads": number, "x": json_value},
         )
-        return st.builds(lambda n, p, t: {n: p, **t}, st.sampled_from(["bm25", "dense", "splade"]), params, top_k)
+        return st.builds(lambda n, p, t: {n: p, **t}, st.sampled_from(["bm25", "dense", "colbert"]), params, top_k)
     fuse = st.fixed_dictionaries(
         {"fuse": st.sampled_from(["rrf", "linear", "max"]), "of": st.lists(children, max_size=3)},
         optional={"k": number, "weights": st.lists(number, max_size=3), "top_k": number},

@@ -156,7 +156,7 @@ def _load_error(tmp_path: Path, text: str) -> IrkitError:
         ("pipeline:\n  - bm25: {index: 42}\n", "pipeline[0].bm25.index: expected", 2),
         ("pipeline:\n  - {bm25: {index: x}, top_k: ten}\n", "pipeline[0].top_k: expected a positive integer", 2),
         ("pipeline:\n  - {bm25: {index: x}, top_k: 0}\n", "pipeline[0].top_k: expected a positive integer", 2),
-        ("pipeline:\n  - splade: {}\n", "pipeline[0].splade: unknown stage 'splade'", 2),
+        ("pipeline:\n  - colbert: {}\n", "pipeline[0].colbert: unknown stage 'colbert'", 2),
         ("pipeline:\n  - bm25: {}\n", "pipeline[0].bm25: bm25 needs parameter(s) index", 2),
         ("pipeline:\n  - bm25: [x]\n", "pipeline[0].bm25: stage parameters must be a mapping", 2),
         ("pipeline:\n  - {bm25: {index: x}, dense: {index: y}}\n", "pipeline[0]: a step names exactly one", 2),
