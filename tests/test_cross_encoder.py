@@ -145,5 +145,5 @@ def test_bad_model_is_an_irkit_error(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(IrkitError, match="cannot load cross-encoder"):
         CrossEncoder(str(tmp_path))
-    with pytest.raises(IrkitError, match="cannot load cross-encoder"):
+    with pytest.raises(IrkitError, match="unknown model 'no-such-org/no-such-model'"):
         CrossEncoder("no-such-org/no-such-model")

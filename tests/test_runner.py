@@ -178,7 +178,7 @@ def test_failed_start_never_blocks_the_corrected_command(
         out,
     )
     assert main(bad) == 2
-    assert "cannot load cross-encoder" in capsys.readouterr().err
+    assert "unknown model" in capsys.readouterr().err
     ckpt = out.with_name(out.name + ".ckpt")
     ckpt.mkdir()
     (ckpt / "job.json").write_text('{"stage": "a job that never finished a query"}')

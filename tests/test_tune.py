@@ -390,8 +390,9 @@ def test_training_a_two_layer_model_end_to_end_decreases_loss(
         epochs=6, batch_size=4, n_negatives=3, lr=lr, max_length=64, warmup=0, patience=9, log_path=str(log), bf16=bf16
     )
     dtypes: set[torch.dtype] = set()
+    # dtypes of the training steps (dev scoring runs in eval mode, through CrossEncoder, in fp32)
     first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
-    first_linear.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+    first_linear.register_forward_hook(lambda m, _i, out: dtypes.add(out.dtype) if m.training else None)
     dev_scores: list[float] = []
 
     def dev(m: torch.nn.Module) -> float:
