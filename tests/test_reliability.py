@@ -42,6 +42,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_MININTERVAL": "0", "PYTHONPATH": str(ROOT)}
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C handled as in a terminal: a test run from a background job inherits SIGINT ignored,
+    and Python then installs no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _slice(scifact_slice: Path, n: int) -> list[str]:
     return (scifact_slice / "corpus.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:n]
 
@@ -123,12 +129,19 @@ finally:
 
 def test_ctrl_c_after_the_jvm_starts_raises_keyboard_interrupt(bm25_index: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", SEARCH_UNTIL_INTERRUPTED, str(bm25_index)], env=ENV, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", SEARCH_UNTIL_INTERRUPTED, str(bm25_index)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_in_a_terminal,
     )
     assert proc.stdout is not None and proc.stdout.readline() == "searching\n"
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave a searching process behind when the assertion fails
     assert (proc.returncode, out) == (0, "KeyboardInterrupt\nfinally ran\n")
 
 
@@ -148,7 +161,7 @@ def test_ctrl_c_in_the_cli_prints_one_line_exits_130_and_resumes(scifact_slice: 
     out = tmp_path / "indexes" / "dense"
     work = work_dir(out)
     cmd = [sys.executable, "-c", DENSE_BUILD_AFTER_JVM, str(corpus), str(out)]
-    proc = subprocess.Popen(cmd, env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=ENV, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
     deadline = time.monotonic() + 600
     while not (work / "vectors-000000.npy").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
