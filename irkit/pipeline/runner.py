@@ -239,6 +239,9 @@ class _ShardWorker:
 
 def _ray_shards(runner: Runner, x: StageInput, shards: list[list[str]]) -> Iterator[Ranking]:
     """Shards over a Ray Data actor pool; each finished shard streams back to be checkpointed here."""
+    # Ray's C++ crash handler would replace the SIGSEGV handler of pyserini's JVM in this process,
+    # which the JVM relies on: its next safepoint poll would kill the process (Ray documents the conflict)
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
     except ImportError:
