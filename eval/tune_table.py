@@ -70,5 +70,6 @@ def main() -> int:
     print(table(args.results, "bi"))
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

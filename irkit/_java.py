@@ -8,13 +8,23 @@ long Java call (Lucene indexing) takes effect, as a KeyboardInterrupt, when that
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from irkit.errors import IrkitError
 from irkit.models.registry import package_dir
+
+# the synchronous signals the JVM handles itself (safepoint polls and null checks are SIGSEGVs it raises on
+# purpose), plus SIGABRT, which faulthandler also takes over
+FATAL_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT") if hasattr(signal, name)
+)
 
 _lock = threading.Lock()
 _started = False
@@ -60,3 +70,38 @@ def autoclass(name: str) -> Any:
     from jnius import autoclass as _autoclass
 
     return _autoclass(name)
+
+
+def _sigactions() -> dict[int, bytes]:
+    """The process's C-level ``sigaction`` for each of ``FATAL_SIGNALS``, as opaque bytes (none off POSIX)."""
+    if os.name != "posix":
+        return {}
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = {}
+    for sig in FATAL_SIGNALS:
+        buf = ctypes.create_string_buffer(512)  # larger than any platform's struct sigaction
+        if libc.sigaction(sig, None, buf) == 0:
+            saved[sig] = buf.raw
+    return saved
+
+
+def fatal_signal_handlers() -> dict[int, int]:
+    """The address of the C handler of each fatal signal (0 for the default action): which code owns it."""
+    width = ctypes.sizeof(ctypes.c_void_p)
+    return {sig: int.from_bytes(raw[:width], sys.byteorder) for sig, raw in _sigactions().items()}
+
+
+def keep_fatal_signal_handlers() -> Callable[[], None]:
+    """Remember the fatal-signal handlers now; the returned function puts them back.
+
+    A library that installs its own (``ray.init`` enables Python's faulthandler, or resets them) over
+    the JVM's turns the JVM's next deliberate SIGSEGV into a dead process (exit 139, no message).
+    """
+    saved = _sigactions()
+
+    def restore() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for sig, raw in saved.items():
+            libc.sigaction(sig, ctypes.create_string_buffer(raw, len(raw)), None)
+
+    return restore

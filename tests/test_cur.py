@@ -22,6 +22,7 @@ from ce_models import save_random_bert
 
 import irkit
 from irkit import index
+from irkit._java import fatal_signal_handlers
 from irkit.cli import main
 from irkit.data.io import read_corpus, read_run
 from irkit.data.types import Queries
@@ -293,8 +294,10 @@ def test_ray_executor_gives_the_same_index(
     built: Path, corpus: Path, tiny_ce: Path, scifact_dir: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("ray")
+    handlers = fatal_signal_handlers()
     out = tmp_path / "ray"
     assert main(_build_args(corpus, out, tiny_ce, scifact_dir, "--executor", "ray", "--workers", "2")) == 0
+    assert fatal_signal_handlers() == handlers  # the JVM's SIGSEGV handler survives the Ray job
     assert _content(CURIndex.load(out)) == _content(CURIndex.load(built))
 
 

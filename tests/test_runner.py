@@ -19,6 +19,7 @@ import pytest
 from ce_models import save_random_bert
 from llm_models import smollm2_tokenizer, tiny_llama
 
+from irkit._java import fatal_signal_handlers
 from irkit.cli import main
 from irkit.data.io import read_run
 from irkit.errors import IrkitError
@@ -127,11 +128,14 @@ def test_ray_executor_equals_local(
 ) -> None:
     ray = pytest.importorskip("ray")
     assert not ray.is_initialized()
+    handlers = fatal_signal_handlers()
     out = tmp_path / "ray.trec"
     # the job starts a local cluster, ray.init(num_cpus=2), runs the shards on 2 actors and shuts it down
     extra = ("--executor", "ray", "--workers", "2")
     assert main(_args(stage, models, run_file, docstore, dl19_dir / "topics.tsv", out, *extra)) == 0
     assert not ray.is_initialized()
+    # ray.init took over SIGSEGV & co.; with the JVM in this process that killed it at its next safepoint
+    assert fatal_signal_handlers() == handlers
     assert out.read_bytes() == references[stage].read_bytes()
 
 

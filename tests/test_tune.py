@@ -36,6 +36,7 @@ def ce_scores(model: torch.nn.Module, tok, queries: list[str], docs: list[str], 
     """Scores of ``(queries[i], docs[i])`` through the CrossEncoder users run."""
     return CrossEncoder.from_model(model, tok, max_length).predict(list(zip(queries, docs, strict=True)))
 
+
 TINY = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
 
 
@@ -505,9 +506,7 @@ def test_default_cross_encoder_is_a_small_registered_artifact_that_ranks(scifact
     model, tok = artifacts.load_cross_encoder(path)
     qs = [queries[q] for q in dev]
     good = ce_scores(model, tok, qs, [texts[rel[q]] for q in dev], cfg["max_length"])
-    other = ce_scores(
-        model, tok, qs, [texts[rel[dev[(i + 1) % len(dev)]]] for i in range(len(dev))], cfg["max_length"]
-    )
+    other = ce_scores(model, tok, qs, [texts[rel[dev[(i + 1) % len(dev)]]] for i in range(len(dev))], cfg["max_length"])
     assert (good > other).sum() >= 10, (good, other)
 
 

@@ -239,19 +239,24 @@ class _ShardWorker:
 
 def _ray_shards(runner: Runner, x: StageInput, shards: list[list[str]]) -> Iterator[Ranking]:
     """Shards over a Ray Data actor pool; each finished shard streams back to be checkpointed here."""
-    # Ray's C++ crash handler would replace the SIGSEGV handler of pyserini's JVM in this process,
-    # which the JVM relies on: its next safepoint poll would kill the process (Ray documents the conflict)
+    # Ray's C++ crash handler and the faulthandler that ray.init enables replace the SIGSEGV handler of
+    # pyserini's JVM in this process, which the JVM relies on: its next safepoint poll would kill the
+    # process. So Ray's handler stays off and the JVM's handlers are put back after init and shutdown.
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
     except ImportError:
         raise IrkitError("the ray executor needs Ray: pip install 'irkit[ray]'") from None
+    from irkit._java import keep_fatal_signal_handlers
+
+    restore_handlers = keep_fatal_signal_handlers()
     started = not ray.is_initialized()
     if started:  # a cluster for this job (local unless an address is given); one the caller started is used as is
         if runner.address:
             ray.init(address=runner.address, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(num_cpus=runner.workers, include_dashboard=False, log_to_driver=False)
+        restore_handlers()
     try:
         ref = ray.put(x)
         ds = ray.data.from_items([{"shard": json.dumps(s)} for s in shards]).map_batches(
@@ -268,3 +273,4 @@ def _ray_shards(runner: Runner, x: StageInput, shards: list[list[str]]) -> Itera
     finally:
         if started:
             ray.shutdown()
+        restore_handlers()

@@ -311,4 +311,3 @@ def rerank_candidates(
         sims = dv[[row[d] for d in lists[q]]] @ qv[qi]
         out[q] = {d: float(s) for d, s in zip(lists[q], sims, strict=True)}
     return out
-
