@@ -15,8 +15,7 @@ from typing import Any, ClassVar
 from irkit.errors import IrkitError
 from irkit.models.llm import CausalLM
 from irkit.pipeline.stage import QueryRewriter
-from irkit.reformulate.llm_cache import CachedLLM
-from irkit.reformulate.query2doc import _llm_params, passages
+from irkit.reformulate.query2doc import _init_llm, _llm_params, passages
 
 
 class HyDE(QueryRewriter):
@@ -38,20 +37,8 @@ class HyDE(QueryRewriter):
     ) -> None:
         if n < 1:
             raise IrkitError(f"HyDE needs n >= 1 passages, got {n}")
-        self._llm_arg, self.n, self.include_query, self.max_new_tokens = (
-            llm,
-            int(n),
-            bool(include_query),
-            max_new_tokens,
-        )
-        self.temperature, self.top_p, self.seed, self.batch_size, self.cache_path = (
-            temperature,
-            top_p,
-            seed,
-            batch_size,
-            cache,
-        )
-        self.llm = CachedLLM(llm, cache, batch_size)
+        self.n, self.include_query = int(n), bool(include_query)
+        _init_llm(self, llm, max_new_tokens, temperature, top_p, seed, batch_size, cache)
 
     def params(self) -> dict[str, Any]:
         return _llm_params(self) | {"n": self.n, "include_query": self.include_query}

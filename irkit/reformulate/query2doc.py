@@ -51,15 +51,8 @@ class Query2Doc(QueryRewriter):
     ) -> None:
         if repeats < 1:
             raise IrkitError(f"query2doc needs repeats >= 1, got {repeats}")
-        self._llm_arg, self.repeats, self.max_new_tokens = llm, int(repeats), int(max_new_tokens)
-        self.temperature, self.top_p, self.seed, self.batch_size, self.cache_path = (
-            temperature,
-            top_p,
-            seed,
-            batch_size,
-            cache,
-        )
-        self.llm = CachedLLM(llm, cache, batch_size)
+        self.repeats = int(repeats)
+        _init_llm(self, llm, max_new_tokens, temperature, top_p, seed, batch_size, cache)
 
     def params(self) -> dict[str, Any]:
         return _llm_params(self) | {"repeats": self.repeats}
@@ -67,6 +60,22 @@ class Query2Doc(QueryRewriter):
     def rewrite_batch(self, queries: Sequence[str]) -> list[str | list[tuple[str, float]]]:
         docs = passages(self.llm, queries, 1, self.max_new_tokens, self.temperature, self.top_p, self.seed)
         return [" ".join([q] * self.repeats + [d[0]]).strip() for q, d in zip(queries, docs, strict=True)]
+
+
+def _init_llm(
+    stage: Any,
+    llm: str | CausalLM,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    batch_size: int,
+    cache: str | None,
+) -> None:
+    """Set the LLM and sampling attributes every passage-writing rewriter shares (read by :func:`_llm_params`)."""
+    stage._llm_arg, stage.max_new_tokens, stage.temperature, stage.top_p = llm, int(max_new_tokens), temperature, top_p
+    stage.seed, stage.batch_size, stage.cache_path = seed, batch_size, cache
+    stage.llm = CachedLLM(llm, cache, batch_size)
 
 
 def _llm_params(stage: Any) -> dict[str, Any]:
