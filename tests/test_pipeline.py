@@ -20,7 +20,7 @@ from irkit.data.types import Ranking
 from irkit.errors import IrkitError
 from irkit.index.bm25 import build_bm25_index
 from irkit.index.dense import build_dense_index
-from irkit.pipeline.config import load_pipeline, to_dict, to_yaml
+from irkit.pipeline.config import load_pipeline, plan_pipeline, to_dict, to_yaml
 from irkit.pipeline.operators import Fuse, Interpolate, Then, TopK, rrf
 from irkit.rerank.cross_encoder import CrossEncoder
 from irkit.retrieve.bm25 import BM25
@@ -239,6 +239,13 @@ def test_stage_without_yaml_form_is_refused(bm25: BM25) -> None:
 
 
 # --- examples --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_pipeline_validates(path: Path) -> None:
+    # the PRP examples kept a renamed parameter (k, now passes) and failed only when a long run started
+    plan = plan_pipeline(path)
+    assert plan.consumes == "queries" or path.stem.startswith(("icr", "prp", "splade")), plan.consumes
 
 
 def _python_equivalent(name: str, ce: str, root: Path) -> object:

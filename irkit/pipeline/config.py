@@ -114,6 +114,11 @@ def _fmt(where: tuple[str | int, ...]) -> str:
 
 def load_pipeline(source: str | Path | Mapping[str, Any]) -> Stage:
     """Build the stage a YAML pipeline describes: a file path, YAML text, or the parsed dict."""
+    return plan_pipeline(source)()
+
+
+def plan_pipeline(source: str | Path | Mapping[str, Any]) -> Plan:
+    """Validate a YAML pipeline without building it: no index is opened and no model loads."""
     file, root = None, None
     if isinstance(source, Mapping):
         data: Any = source
@@ -126,8 +131,8 @@ def load_pipeline(source: str | Path | Mapping[str, Any]) -> Stage:
     ctx = _Ctx(file, root)
     if not isinstance(data, Mapping) or set(data) != {"pipeline"}:
         raise ctx.error((), "a pipeline file is a mapping with the single key 'pipeline' (a list of steps)")
-    # validate the whole file first, then build: a typo in the last step fails before any model loads
-    return _steps(data["pipeline"], ("pipeline",), ctx)()
+    # the whole file is validated before anything is built: a typo in the last step fails before any model loads
+    return _steps(data["pipeline"], ("pipeline",), ctx)
 
 
 class Plan:
