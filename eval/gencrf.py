@@ -8,6 +8,7 @@ Phases (each resumable; LLM replies live in the reply cache, rankings in runner 
     nice -n 10 python eval/gencrf.py run --queries 16
     python eval/gencrf.py rerun --queries 16       # fresh stages over a warm cache: 100 % hits, 0 LLM calls
     python eval/gencrf.py report --queries 16      # the tables of eval/results/gencrf.md
+    python eval/regress.py --only gencrf-raw ...   # the regression rows: rankings recomputed, replies from the cache
 
 ``generate`` asks the LLM for everything the conditions without QERM need (GenCRF's six
 generations, clustering and scores; the query2doc/HyDE passage), test queries first, then the
@@ -110,7 +111,7 @@ def ranked(args: argparse.Namespace, name: str, cond: str, rewriter: Stage | Non
 
     first = BM25(INDEXES / "scifact-bm25", rm3=True) if cond == "rm3" else retriever(name)
     stage = first % 100 if rewriter is None else rewriter >> first % 100
-    ckpt = WORK / "runs" / f"{args.model}-{tag}-{name}-{cond}"
+    ckpt = Path(args.runs or WORK / "runs") / f"{args.model}-{tag}-{name}-{cond}"
     return Runner(stage, checkpoint=ckpt, shard_size=8, progress=False).run(qs)
 
 
@@ -169,8 +170,14 @@ def run_all(args: argparse.Namespace) -> None:
     for measure in MEASURES:
         (c,) = compare(full["bm25-raw"], {"bm25-rm3": full["bm25-rm3"]}, ds.qrels, measure)
         out["all_queries"]["bm25-rm3"][f"p {measure}"] = c.p_value
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"gencrf-{args.model}.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
+    path = results_path(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1), encoding="utf-8")
+
+
+def results_path(args: argparse.Namespace) -> Path:
+    """Where ``run`` writes and ``report`` reads the results JSON."""
+    return Path(args.results or RESULTS / f"gencrf-{args.model}.json")
 
 
 def _facts(rewriter: Stage | None, qs: Queries) -> dict[str, Any]:
@@ -214,7 +221,7 @@ def rerun(args: argparse.Namespace) -> None:
 
 def report(args: argparse.Namespace) -> None:
     """Markdown tables from the results JSON and the reply cache (no LLM, no retrieval)."""
-    res = json.loads((RESULTS / f"gencrf-{args.model}.json").read_text(encoding="utf-8"))
+    res = json.loads(results_path(args).read_text(encoding="utf-8"))
     print(f"SciFact test, first {res['queries']} queries; LLM {res['model']}; computed {res['date']}.\n")
     print(
         "All 300 test queries, no LLM: "
@@ -313,6 +320,10 @@ def main() -> None:
     p.add_argument("--train-queries", type=int, default=12, help="first N SciFact train queries for QERM")
     p.add_argument("--model", default="smollm2")
     p.add_argument("--shard", type=int, default=8, help="queries per LLM batch group (generation batch = 6 x shard)")
+    p.add_argument("--results", help="results JSON (default eval/results/gencrf-MODEL.json)")
+    p.add_argument(
+        "--runs", help="runner checkpoints of the rankings (default: the eval cache; a fresh directory recomputes them)"
+    )
     args = p.parse_args()
     handlers: dict[str, Any] = {
         "generate": generate,
