@@ -37,7 +37,8 @@ def data_env(dl19_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_the_committed_table_validates_and_its_ci_part_is_cheap() -> None:
     spec = regress.load()
     ci = [c for c in spec.conditions.values() if c.ci]
-    assert {"scifact-bm25", "scifact-dense", "scifact-rrf", "scifact-ce-fused-top20-first100", "dl19-bm25"} <= {
+    # the dense rows encode the whole corpus (5 minutes on 2 AVX2 cores): regress.py checks them, CI does not
+    assert {"scifact-bm25", "scifact-bm25-first100", "scifact-ce-fused-top20-first100", "dl19-bm25"} <= {
         c.name for c in ci
     }
     assert sum(c.cost_s for c in ci) <= 300  # CI runs on 2 cores within 15 minutes, unit tests included
