@@ -14,6 +14,7 @@ from typing import Any
 
 from irkit.data.docstore import Doc, DocStore
 from irkit.errors import IrkitError
+from irkit.index.lucene import LUCENE_DIR, index_collection
 from irkit.index.manifest import (
     DOCSTORE,
     build_docstore,
@@ -25,7 +26,6 @@ from irkit.index.manifest import (
     write_manifest,
 )
 
-LUCENE_DIR = "lucene"
 _STORE_FLAGS = ("-storePositions", "-storeDocvectors", "-storeRaw", "-quiet")
 
 
@@ -64,8 +64,6 @@ def build_bm25_index(
     ``corpus_or_docs`` is a ``corpus.jsonl`` path, a BEIR directory, a Dataset or an
     iterable of ``Doc``. Lucene indexing is fast, so a killed build simply starts over.
     """
-    from irkit._java import autoclass
-
     out = Path(out_dir)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise IrkitError(f"threads must be an integer >= 1, got {threads!r}")
@@ -78,18 +76,7 @@ def build_bm25_index(
             docs = _progress(docs_of(corpus_or_docs), show_progress, out.name)
             store, fingerprint = build_docstore(work / DOCSTORE, _written(docs, f))
         with building(out, overwrite) as tmp:
-            args = [
-                *("-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator"),
-                # absolute: the JVM resolves relative paths against the directory it started in
-                *("-input", str(collection.absolute()), "-index", str((tmp / LUCENE_DIR).absolute())),
-                *("-threads", str(threads)),
-                *_STORE_FLAGS,
-            ]
-            autoclass("io.anserini.index.IndexCollection").main(args)
-            indexed = _lucene_doc_count(tmp / LUCENE_DIR)
-            if indexed != len(store):
-                raise IrkitError(f"Lucene indexed {indexed} of {len(store)} documents; see the log above", path=out)
-            (tmp / LUCENE_DIR / "write.lock").unlink(missing_ok=True)  # writer's lock; readers never need it
+            index_collection("JsonCollection", collection, tmp / LUCENE_DIR, [*_STORE_FLAGS], threads, len(store), out)
             shutil.copy2(work / DOCSTORE, tmp / DOCSTORE)
             write_manifest(
                 tmp,
@@ -118,13 +105,3 @@ def _progress(docs: Iterator[Doc], show: bool, name: str) -> Iterator[Doc]:
     from tqdm.auto import tqdm
 
     return iter(tqdm(docs, desc=f"read {name}", unit="doc", disable=not show))
-
-
-def _lucene_doc_count(lucene_dir: Path) -> int:
-    from irkit._java import autoclass
-
-    reader = autoclass("io.anserini.index.IndexReaderUtils").getReader(str(lucene_dir.absolute()))
-    try:
-        return int(reader.numDocs())
-    finally:
-        reader.close()
