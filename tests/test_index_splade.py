@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from crash import kill_when_written
 from fetched import needs
 
 import irkit
@@ -195,13 +194,7 @@ def test_sigkilled_build_resumes_and_indexes_the_same_postings(slice_dir: Path, 
     # 1. kill the build hard once its second checkpoint shard exists
     cmd = [sys.executable, "-c", BUILD, str(corpus), str(out), str(MAX_LENGTH), str(CHUNK)]
     proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (shards_dir / "vectors-000001.jsonl").exists():
-        assert proc.poll() is None, "the build ended before writing two checkpoints"
-        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when_written(proc, shards_dir / "vectors-000001.jsonl", 300)
     shards = sorted(shards_dir.glob("vectors-*.jsonl"))
     assert not out.exists(), "a killed build must not leave a loadable index"
     assert 2 <= len(shards) < KILL_DOCS // CHUNK, "kill the build part-way"

@@ -12,16 +12,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from irkit.data.docstore import Doc, DocStore
-from irkit.errors import IrkitError
-from irkit.index.lucene import LUCENE_DIR, index_collection
+from irkit.data.docstore import Doc
+from irkit.index.lucene import LUCENE_DIR, LuceneIndex, index_collection
 from irkit.index.manifest import (
     DOCSTORE,
     build_docstore,
     building,
+    check_counts,
     docs_of,
     exclusive,
-    read_manifest,
     work_dir,
     write_manifest,
 )
@@ -29,23 +28,10 @@ from irkit.index.manifest import (
 _STORE_FLAGS = ("-storePositions", "-storeDocvectors", "-storeRaw", "-quiet")
 
 
-class BM25Index:
+class BM25Index(LuceneIndex):
     """A loaded BM25 index directory: the Lucene index path, its DocStore and manifest."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], docstore: DocStore) -> None:
-        self.path, self.manifest, self.docstore = path, manifest, docstore
-        # absolute: the JVM resolves relative paths against its own start directory, not Python's cwd
-        self.lucene_dir = path.resolve() / LUCENE_DIR
-
-    @classmethod
-    def load(cls, path: str | Path, verify: bool = False) -> BM25Index:
-        """Open an index directory, checking its manifest (``verify``: hash every file, not only changed ones)."""
-        path = Path(path)
-        manifest = read_manifest(path, "bm25", verify=verify)
-        return cls(path, manifest, DocStore(path / DOCSTORE))
-
-    def __len__(self) -> int:
-        return int(self.manifest["doc_count"])
+    kind = "bm25"
 
     def __repr__(self) -> str:
         return f"BM25Index({str(self.path)!r}, {len(self)} docs)"
@@ -65,8 +51,7 @@ def build_bm25_index(
     iterable of ``Doc``. Lucene indexing is fast, so a killed build simply starts over.
     """
     out = Path(out_dir)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise IrkitError(f"threads must be an integer >= 1, got {threads!r}")
+    check_counts(threads=threads)
     work = work_dir(out)
     shutil.rmtree(work, ignore_errors=True)
     collection = work / "collection"

@@ -21,6 +21,7 @@ from irkit.index.manifest import (
     DOCSTORE,
     build_docstore,
     building,
+    check_counts,
     docs_of,
     exclusive,
     read_manifest,
@@ -146,9 +147,7 @@ def build_dense_index(
     from irkit.models.encoder import BiEncoder
 
     out = Path(out_dir)
-    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise IrkitError(f"{name} must be an integer >= 1, got {value!r}")
+    check_counts(chunk_size=chunk_size, batch_size=batch_size, max_length=max_length)
     work = work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     try:

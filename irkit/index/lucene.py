@@ -1,4 +1,5 @@
-"""Anserini's ``IndexCollection`` run through irkit's JVM, for every Lucene-backed index kind (BM25, SPLADE).
+"""What every Lucene-backed index kind (BM25, SPLADE) shares: the loaded directory, and Anserini's
+``IndexCollection`` run through irkit's JVM.
 
 One place for the arguments every kind passes (absolute paths: the JVM resolves relative
 ones against the directory it started in), the check that Lucene indexed what it was given,
@@ -9,10 +10,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar, Self
 
+from irkit.data.docstore import DocStore
 from irkit.errors import IrkitError
+from irkit.index.manifest import DOCSTORE, read_manifest
 
 LUCENE_DIR = "lucene"
+
+
+class LuceneIndex:
+    """A loaded Lucene index directory of kind ``kind``: the Lucene index path, its DocStore and manifest."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, path: Path, manifest: dict[str, Any], docstore: DocStore) -> None:
+        self.path, self.manifest, self.docstore = path, manifest, docstore
+        # absolute: the JVM resolves relative paths against its own start directory, not Python's cwd
+        self.lucene_dir = path.resolve() / LUCENE_DIR
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = False) -> Self:
+        """Open an index directory, checking its manifest (``verify``: hash every file, not only changed ones)."""
+        path = Path(path)
+        manifest = read_manifest(path, cls.kind, verify=verify)
+        return cls(path, manifest, DocStore(path / DOCSTORE))
+
+    def __len__(self) -> int:
+        return int(self.manifest["doc_count"])
 
 
 def index_collection(

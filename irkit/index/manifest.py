@@ -104,6 +104,13 @@ def work_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.work"
 
 
+def check_counts(**values: object) -> None:
+    """Refuse a build setting that is not an integer >= 1 (``chunk_size=0``, ``threads=True``), by name."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise IrkitError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def reset_stale_work(work: Path, key: dict[str, Any], pattern: str) -> None:
     """Drop the checkpoints (files matching ``pattern`` under ``work``) of another corpus or other settings.
 

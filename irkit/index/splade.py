@@ -18,19 +18,18 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from irkit.data.docstore import DocStore
 from irkit.data.io import atomic_path
 from irkit.errors import IrkitError
-from irkit.index.lucene import LUCENE_DIR, index_collection
+from irkit.index.lucene import LUCENE_DIR, LuceneIndex, index_collection
 from irkit.index.manifest import (
     DOCSTORE,
     build_docstore,
     building,
+    check_counts,
     docs_of,
     exclusive,
-    read_manifest,
     reset_stale_work,
     work_dir,
     write_manifest,
@@ -45,20 +44,10 @@ ANSERINI_FLAGS = ("-impact", "-pretokenized", "-quiet")
 QUANTISATION = "round(scale * weight), zeros dropped (documents and queries)"
 
 
-class SpladeIndex:
+class SpladeIndex(LuceneIndex):
     """A loaded SPLADE impact index: the Lucene index path, its DocStore and manifest (model, scale)."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], docstore: DocStore) -> None:
-        self.path, self.manifest, self.docstore = path, manifest, docstore
-        # absolute: the JVM resolves relative paths against its own start directory, not Python's cwd
-        self.lucene_dir = path.resolve() / LUCENE_DIR
-
-    @classmethod
-    def load(cls, path: str | Path, verify: bool = False) -> SpladeIndex:
-        """Open an index directory, checking its manifest (``verify``: hash every file, not only changed ones)."""
-        path = Path(path)
-        manifest = read_manifest(path, "splade", verify=verify)
-        return cls(path, manifest, DocStore(path / DOCSTORE))
+    kind = "splade"
 
     @property
     def model(self) -> str:
@@ -73,9 +62,6 @@ class SpladeIndex:
         from irkit.models.splade import Splade
 
         return Splade(self.model, max_length=int(self.manifest["build"]["max_length"]))
-
-    def __len__(self) -> int:
-        return int(self.manifest["doc_count"])
 
     def __repr__(self) -> str:
         return f"SpladeIndex({str(self.path)!r}, {len(self)} docs, {self.model}, scale {self.scale:g})"
@@ -104,14 +90,7 @@ def build_splade_index(
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    for name, value in (
-        ("chunk_size", chunk_size),
-        ("batch_size", batch_size),
-        ("max_length", max_length),
-        ("threads", threads),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise IrkitError(f"{name} must be an integer >= 1, got {value!r}")
+    check_counts(chunk_size=chunk_size, batch_size=batch_size, max_length=max_length, threads=threads)
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not (math.isfinite(scale) and scale > 0):
         raise IrkitError(f"scale must be a finite number > 0, got {scale!r}")
     work = work_dir(out)
