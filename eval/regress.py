@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 from irkit.errors import IrkitError
+from irkit.index import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "eval" / "regressions.yaml"
@@ -171,8 +172,8 @@ def load(path: str | Path = SPEC) -> Spec:
     indexes = {}
     for name, ix in chk.mapping(data.get("indexes") or {}, ("indexes",)).items():
         ix = chk.mapping(ix, ("indexes", name))
-        if ix.get("type") not in ("bm25", "dense"):
-            raise chk.error(("indexes", name, "type"), "an index type is bm25 or dense")
+        if ix.get("type") not in KINDS:
+            raise chk.error(("indexes", name, "type"), f"an index type is one of {', '.join(sorted(KINDS))}")
         chk.text(ix.get("dataset"), ("indexes", name, "dataset"))
         indexes[name] = ix
     items = data.get("conditions")
@@ -566,6 +567,7 @@ def ensure_index(spec: Spec, name: str, root: Path = ROOT) -> Path:
     elsewhere is never overwritten.
     """
     import irkit
+    from irkit import index
     from irkit.index import read_manifest
 
     ix = spec.indexes[name]
@@ -585,10 +587,7 @@ def ensure_index(spec: Spec, name: str, root: Path = ROOT) -> Path:
     ds = irkit.load_dataset(ix["dataset"], None)
     print(f"building index {name} ({reason})", flush=True)
     settings = {k: v for k, v in want.items() if k != "doc_count"}
-    if ix["type"] == "bm25":
-        irkit.build_bm25_index(ds, path, overwrite=True, **settings)
-    else:
-        irkit.build_dense_index(ds, path, overwrite=True, **settings)
+    index.build(ix["type"], ds, path, overwrite=True, **settings)
     return path
 
 

@@ -42,6 +42,8 @@ _LAZY = {
     "CURRetriever": "irkit.retrieve.cur",
     "build_dense_index": "irkit.index.dense",
     "build_bm25_index": "irkit.index.bm25",
+    "build_splade_index": "irkit.index.splade",
+    "SpladeRetriever": "irkit.retrieve.splade",
     "ICR": "irkit.rerank.icr",
     "PRP": "irkit.rerank.prp",
     "SpladeReranker": "irkit.rerank.splade",

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from crash import kill_when_written
 
 from irkit.index.dense import DenseIndex, build_dense_index
 from irkit.index.manifest import work_dir
@@ -37,14 +36,7 @@ def test_sigkilled_build_resumes_and_matches_an_uninterrupted_one(scifact_slice:
     work = work_dir(out)
 
     # 1. start a build and kill it hard as soon as its first checkpoint shard exists
-    proc = _build(corpus, out, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while not (work / "vectors-000000.npy").exists():
-        assert proc.poll() is None, "the build ended before writing a checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when_written(_build(corpus, out, stderr=subprocess.DEVNULL), work / "vectors-000000.npy", 600)
     shards = sorted(work.glob("vectors-*.npy"))
     assert not out.exists(), "a killed build must not leave a loadable index"
     assert 1 <= len(shards) < DOCS // CHUNK, "kill the build part-way"

@@ -42,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  irkit index build --type bm25  --corpus ../shared/data/beir/scifact --out indexes/scifact-bm25\n"
             "  irkit index build --type dense --corpus ../shared/data/beir/scifact --out indexes/scifact-minilm\n"
-            "  irkit index build --type dense --corpus corpus.jsonl --out indexes/hnsw --factory HNSW32"
+            "  irkit index build --type dense --corpus corpus.jsonl --out indexes/hnsw --factory HNSW32\n"
+            "  irkit index build --type splade --corpus ../shared/data/beir/scifact --out indexes/scifact-splade"
         ),
     )
     b.add_argument("--type", required=True, choices=sorted(KINDS), help="index kind")

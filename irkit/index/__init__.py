@@ -41,6 +41,11 @@ KINDS: dict[str, IndexKind] = {
     "dense": IndexKind(
         "irkit.index.dense:DenseIndex", "irkit.index.dense:build_dense_index", "irkit.retrieve.dense:Dense"
     ),
+    "splade": IndexKind(
+        "irkit.index.splade:SpladeIndex",
+        "irkit.index.splade:build_splade_index",
+        "irkit.retrieve.splade:SpladeRetriever",
+    ),
 }
 
 

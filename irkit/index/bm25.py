@@ -12,40 +12,26 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from irkit.data.docstore import Doc, DocStore
-from irkit.errors import IrkitError
+from irkit.data.docstore import Doc
+from irkit.index.lucene import LUCENE_DIR, LuceneIndex, index_collection
 from irkit.index.manifest import (
     DOCSTORE,
     build_docstore,
     building,
+    check_counts,
     docs_of,
     exclusive,
-    read_manifest,
     work_dir,
     write_manifest,
 )
 
-LUCENE_DIR = "lucene"
 _STORE_FLAGS = ("-storePositions", "-storeDocvectors", "-storeRaw", "-quiet")
 
 
-class BM25Index:
+class BM25Index(LuceneIndex):
     """A loaded BM25 index directory: the Lucene index path, its DocStore and manifest."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], docstore: DocStore) -> None:
-        self.path, self.manifest, self.docstore = path, manifest, docstore
-        # absolute: the JVM resolves relative paths against its own start directory, not Python's cwd
-        self.lucene_dir = path.resolve() / LUCENE_DIR
-
-    @classmethod
-    def load(cls, path: str | Path, verify: bool = False) -> BM25Index:
-        """Open an index directory, checking its manifest (``verify``: hash every file, not only changed ones)."""
-        path = Path(path)
-        manifest = read_manifest(path, "bm25", verify=verify)
-        return cls(path, manifest, DocStore(path / DOCSTORE))
-
-    def __len__(self) -> int:
-        return int(self.manifest["doc_count"])
+    kind = "bm25"
 
     def __repr__(self) -> str:
         return f"BM25Index({str(self.path)!r}, {len(self)} docs)"
@@ -64,11 +50,8 @@ def build_bm25_index(
     ``corpus_or_docs`` is a ``corpus.jsonl`` path, a BEIR directory, a Dataset or an
     iterable of ``Doc``. Lucene indexing is fast, so a killed build simply starts over.
     """
-    from irkit._java import autoclass
-
     out = Path(out_dir)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise IrkitError(f"threads must be an integer >= 1, got {threads!r}")
+    check_counts(threads=threads)
     work = work_dir(out)
     shutil.rmtree(work, ignore_errors=True)
     collection = work / "collection"
@@ -78,18 +61,7 @@ def build_bm25_index(
             docs = _progress(docs_of(corpus_or_docs), show_progress, out.name)
             store, fingerprint = build_docstore(work / DOCSTORE, _written(docs, f))
         with building(out, overwrite) as tmp:
-            args = [
-                *("-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator"),
-                # absolute: the JVM resolves relative paths against the directory it started in
-                *("-input", str(collection.absolute()), "-index", str((tmp / LUCENE_DIR).absolute())),
-                *("-threads", str(threads)),
-                *_STORE_FLAGS,
-            ]
-            autoclass("io.anserini.index.IndexCollection").main(args)
-            indexed = _lucene_doc_count(tmp / LUCENE_DIR)
-            if indexed != len(store):
-                raise IrkitError(f"Lucene indexed {indexed} of {len(store)} documents; see the log above", path=out)
-            (tmp / LUCENE_DIR / "write.lock").unlink(missing_ok=True)  # writer's lock; readers never need it
+            index_collection("JsonCollection", collection, tmp / LUCENE_DIR, [*_STORE_FLAGS], threads, len(store), out)
             shutil.copy2(work / DOCSTORE, tmp / DOCSTORE)
             write_manifest(
                 tmp,
@@ -118,13 +90,3 @@ def _progress(docs: Iterator[Doc], show: bool, name: str) -> Iterator[Doc]:
     from tqdm.auto import tqdm
 
     return iter(tqdm(docs, desc=f"read {name}", unit="doc", disable=not show))
-
-
-def _lucene_doc_count(lucene_dir: Path) -> int:
-    from irkit._java import autoclass
-
-    reader = autoclass("io.anserini.index.IndexReaderUtils").getReader(str(lucene_dir.absolute()))
-    try:
-        return int(reader.numDocs())
-    finally:
-        reader.close()

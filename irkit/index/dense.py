@@ -7,7 +7,6 @@ beside the target, so a killed build resumes where it stopped and gives the same
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -22,9 +21,11 @@ from irkit.index.manifest import (
     DOCSTORE,
     build_docstore,
     building,
+    check_counts,
     docs_of,
     exclusive,
     read_manifest,
+    reset_stale_work,
     work_dir,
     write_manifest,
 )
@@ -146,9 +147,7 @@ def build_dense_index(
     from irkit.models.encoder import BiEncoder
 
     out = Path(out_dir)
-    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise IrkitError(f"{name} must be an integer >= 1, got {value!r}")
+    check_counts(chunk_size=chunk_size, batch_size=batch_size, max_length=max_length)
     work = work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -172,7 +171,7 @@ def build_dense_index(
         "corpus_sha256": fingerprint,
         "doc_count": len(store),
     }
-    _reset_if_stale(work, key)
+    reset_stale_work(work, key, "vectors-*.npy")
 
     docids = store.docids()
     starts = range(0, len(docids), chunk_size)
@@ -217,21 +216,6 @@ def build_dense_index(
         )
     shutil.rmtree(work, ignore_errors=True)
     return DenseIndex.load(out)
-
-
-def _reset_if_stale(work: Path, key: dict[str, Any]) -> None:
-    """Drop checkpoints made for another corpus or other encoding settings."""
-    meta = work / "work.json"
-    if meta.is_file():
-        try:
-            same = json.loads(meta.read_text(encoding="utf-8")) == key
-        except json.JSONDecodeError:
-            same = False
-        if same:
-            return
-    for shard in work.glob("vectors-*.npy"):
-        shard.unlink()
-    meta.write_text(json.dumps(key, indent=2) + "\n", encoding="utf-8")
 
 
 def _valid_shard(path: Path, rows: int, dim: int) -> bool:

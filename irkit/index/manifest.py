@@ -104,6 +104,31 @@ def work_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.work"
 
 
+def check_counts(**values: object) -> None:
+    """Refuse a build setting that is not an integer >= 1 (``chunk_size=0``, ``threads=True``), by name."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise IrkitError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def reset_stale_work(work: Path, key: dict[str, Any], pattern: str) -> None:
+    """Drop the checkpoints (files matching ``pattern`` under ``work``) of another corpus or other settings.
+
+    ``key`` is everything the checkpoints depend on; it is kept in ``work/work.json``.
+    """
+    meta = work / "work.json"
+    if meta.is_file():
+        try:
+            same = json.loads(meta.read_text(encoding="utf-8")) == key
+        except json.JSONDecodeError:
+            same = False
+        if same:
+            return
+    for shard in work.glob(pattern):
+        shard.unlink()
+    meta.write_text(json.dumps(key, indent=2) + "\n", encoding="utf-8")
+
+
 def _parse_manifest(root: Path) -> dict[str, Any]:
     """``root/manifest.json`` checked for the fields and types irkit writes, each listed file confined
     to ``root`` (no absolute path, no ``..``); not yet checked against the files themselves."""

@@ -43,6 +43,7 @@ STAGES: dict[str, str | type[Stage]] = {
     "dense": "irkit.retrieve.dense:Dense",
     "run_file": "irkit.retrieve.run_file:RunFile",
     "cur": "irkit.retrieve.cur:CURRetriever",
+    "splade_index": "irkit.retrieve.splade:SpladeRetriever",
     "cross_encoder": "irkit.rerank.cross_encoder:CrossEncoder",
     "icr": "irkit.rerank.icr:ICR",
     "prp": "irkit.rerank.prp:PRP",

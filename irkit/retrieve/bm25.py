@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
 from irkit.index.bm25 import BM25Index
 from irkit.pipeline.stage import Retriever
+
+if TYPE_CHECKING:
+    from irkit.retrieve.splade import SpladeRetriever
 
 
 class BM25(Retriever):
@@ -88,17 +91,20 @@ class BM25(Retriever):
 HITS_PER_BATCH = 100_000  # Lucene hits held at once (each carries its stored document): bounds memory
 
 
-def search_in_batches(bm25: BM25, queries: Queries, k: int) -> Iterator[tuple[str, tuple[list[str], np.ndarray]]]:
+def search_in_batches(
+    retriever: BM25 | SpladeRetriever, queries: Queries, k: int
+) -> Iterator[tuple[str, tuple[list[str], np.ndarray]]]:
     """``(qid, (docids, scores))`` for each query in order, searched ``HITS_PER_BATCH // k`` queries at a time.
 
-    Each query is searched on its own, so the results equal one big batch; peak memory
-    depends on ``k`` and the batch, not on the number of queries.
+    ``retriever.searcher()`` is a Lucene searcher with pyserini's ``batch_search``. Each query is
+    searched on its own, so the results equal one big batch; peak memory depends on ``k`` and
+    the batch, not on the number of queries.
     """
     qids = list(queries)
-    step = max(bm25.threads, HITS_PER_BATCH // k)
+    step = max(retriever.threads, HITS_PER_BATCH // k)
     for start in range(0, len(qids), step):
         batch = qids[start : start + step]
-        hits = bm25.searcher().batch_search([queries[q] for q in batch], batch, k=k, threads=bm25.threads)
+        hits = retriever.searcher().batch_search([queries[q] for q in batch], batch, k=k, threads=retriever.threads)
         for q in batch:
             found = hits.pop(q, [])
             yield q, ([h.docid for h in found], np.array([h.score for h in found], dtype=np.float64))
