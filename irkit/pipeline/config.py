@@ -44,6 +44,7 @@ STAGES: dict[str, str | type[Stage]] = {
     "run_file": "irkit.retrieve.run_file:RunFile",
     "cur": "irkit.retrieve.cur:CURRetriever",
     "cross_encoder": "irkit.rerank.cross_encoder:CrossEncoder",
+    "bi_encoder": "irkit.rerank.bi_encoder:BiEncoderReranker",
     "icr": "irkit.rerank.icr:ICR",
     "prp": "irkit.rerank.prp:PRP",
     "splade": "irkit.rerank.splade:SpladeReranker",
