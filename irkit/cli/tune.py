@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     examples = trainer.build_examples(
         {q: ds.qrels[q] for q in train_q}, queries, candidates, texts, args.negatives, args.neg_depth, args.seed
     )
+    trainer.set_seed(args.seed)  # the fresh head and adapters too, not only the training order
     model, tok = artifacts.build(args.kind, args.backbone, tune_section(args))
     if args.method == "side" and not args.no_cache:
         model_encoder = model.encoder if args.kind == "cross-encoder" else model
