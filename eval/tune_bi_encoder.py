@@ -24,10 +24,11 @@ from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample
 from irkit.cli.tune import tune_section
 from irkit.data.types import Ranking
 from irkit.evaluation import evaluate
+from irkit.models import tuned
 from irkit.models.encoder import BiEncoder
 from irkit.tune import artifacts
 from irkit.tune.adapters import count_params
-from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, autocast, build_examples, rerank_candidates
+from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, as_reranker, autocast, build_examples
 
 
 def dev_slice(data: SciFact, n: int, seed: int) -> list[str]:
@@ -36,13 +37,9 @@ def dev_slice(data: SciFact, n: int, seed: int) -> list[str]:
 
 
 def dev_run(model: torch.nn.Module, tok, data: SciFact, qids: list[str], args: argparse.Namespace) -> Ranking:
-    """Each dev query's BM25 top ``dev_depth`` reranked by cosine: what a dev check scores."""
-    queries = {q: data.queries[q] for q in qids}
-    candidates = {q: data.bm25[q][0] for q in qids}
-    scores = rerank_candidates(
-        model, tok, queries, candidates, data.doc_text, args.dev_depth, args.max_length, args.query_max_length
-    )
-    return Ranking.from_scores(scores, data.queries.subset(qids))
+    """Each dev query's BM25 top ``dev_depth`` reranked by cosine (``BiEncoderReranker``): what a dev check scores."""
+    reranker = as_reranker(model, tok, args.max_length, args.query_max_length)
+    return reranker.transform(data.bm25.subset(qids).top_k(args.dev_depth))
 
 
 def main() -> None:
@@ -64,7 +61,7 @@ def main() -> None:
     queries = dict(data.queries.items())
     report: dict = {}
     if args.load is not None:
-        model, tok = artifacts.load_bi_encoder(args.load)
+        model, tok = tuned.load_bi_encoder(args.load)
         report = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
     else:
         method = "connected" if args.method == "zero-shot" else args.method

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from irkit.cli.tune import add_method_args
-from irkit.data.io import read_corpus, read_qrels, read_queries, read_run, write_run
+from irkit.data.docstore import DocStore, DocTexts
+from irkit.data.io import read_qrels, read_queries, read_run, write_run
 from irkit.data.types import Qrels, Queries, Ranking
 from irkit.tune.trainer import split_dev
 
@@ -30,11 +31,11 @@ T = TypeVar("T")
 @dataclass
 class SciFact:
     queries: Queries  # all queries
-    doc_text: dict[str, str]
+    doc_text: DocTexts  # docid -> Doc.contents, read from the corpus's DocStore
     train_qrels: Qrels  # train split minus the dev slice
     dev_qrels: Qrels  # dev slice carved from train
     test_qrels: Qrels
-    bm25: Ranking  # BM25 top-100 for every train and test query
+    bm25: Ranking  # BM25 top-100 for every train and test query, with the corpus's DocStore (rerankers read it)
 
 
 def bm25_run(queries: Queries, k: int = 100) -> Ranking:
@@ -57,9 +58,10 @@ def load_scifact(dev_fraction: float = 0.1, seed: int = 13) -> SciFact:
     train = read_qrels(SCIFACT / "qrels" / "train.tsv", queries)
     test = read_qrels(SCIFACT / "qrels" / "test.tsv", queries)
     train_q, dev_q = split_dev(list(train), dev_fraction, seed)
-    doc_text = {d.docid: d.contents for d in read_corpus(SCIFACT / "corpus.jsonl")}
-    judged = queries.subset(q for q in queries if q in train or q in test)
-    return SciFact(queries, doc_text, train.subset(train_q), train.subset(dev_q), test, bm25_run(judged))
+    store = DocStore.for_corpus(SCIFACT / "corpus.jsonl")
+    bm25 = bm25_run(queries.subset(q for q in queries if q in train or q in test))
+    bm25.docstore = store
+    return SciFact(queries, DocTexts(store), train.subset(train_q), train.subset(dev_q), test, bm25)
 
 
 def add_tuning_args(ap: argparse.ArgumentParser, extra_methods: tuple[str, ...] = (), **defaults: Any) -> None:

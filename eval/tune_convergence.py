@@ -132,6 +132,7 @@ def paired(summary: dict, runs: dict[str, dict[str, list[dict]]]) -> dict:
     from tune_common import load_scifact
 
     from irkit.evaluation import compare
+    from irkit.models.tuned import load_bi_encoder
     from irkit.tune import artifacts
 
     torch.set_num_threads(2)
@@ -144,7 +145,7 @@ def paired(summary: dict, runs: dict[str, dict[str, list[dict]]]) -> dict:
     untuned = dev_run(model.eval(), tok, data, qids, cfg)
     tuned = {}
     for tag, run in chosen.items():
-        model, tok = artifacts.load_bi_encoder(run["config"]["out"])
+        model, tok = load_bi_encoder(run["config"]["out"])
         tuned[tag] = dev_run(model, tok, data, qids, cfg)
     out = {"n_queries": len(qids), "vs_untuned": {}, "vs_full": {}}
     for key, base, others in (

@@ -15,7 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample
 
@@ -23,25 +22,23 @@ from irkit.cli.tune import tune_section
 from irkit.data.io import write_run
 from irkit.data.types import Qrels, Ranking
 from irkit.evaluation import compare, evaluate
-from irkit.pipeline.operators import linear
+from irkit.pipeline.operators import Interpolate
 from irkit.tune import artifacts
 from irkit.tune.adapters import count_params
-from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, autocast, build_examples, rerank_candidates
-
-WEIGHTS = [round(w, 2) for w in np.arange(0.0, 1.01, 0.1)]
+from irkit.tune.trainer import (
+    DEFAULT_LR,
+    TrainConfig,
+    Trainer,
+    as_reranker,
+    autocast,
+    build_examples,
+    interpolation_weight,
+)
 
 
 def rerank(model: torch.nn.Module, tok, data: SciFact, qids: list[str], depth: int, max_length: int) -> Ranking:
-    """Cross-encoder scores for the BM25 top-``depth`` of each query in ``qids``."""
-    queries = {q: data.queries[q] for q in qids}
-    candidates = {q: data.bm25[q][0] for q in qids}
-    scores = rerank_candidates(model, tok, queries, candidates, data.doc_text, depth, max_length)
-    return Ranking.from_scores(scores, data.queries.subset(qids))
-
-
-def fuse(bm25: Ranking, ce: Ranking, w: float, depth: int) -> Ranking:
-    """``(1 - w) * minmax(BM25) + w * minmax(CE)`` over the BM25 top-``depth``."""
-    return Ranking.from_scores(linear([bm25.top_k(depth).subset(list(ce)), ce], [1.0 - w, w]), ce.queries)
+    """The BM25 top-``depth`` of each query in ``qids`` reranked by the model as ``CrossEncoder`` runs it."""
+    return as_reranker(model, tok, max_length).transform(data.bm25.subset(qids).top_k(depth))
 
 
 def ndcg(run: Ranking, qrels: Qrels) -> float:
@@ -110,14 +107,13 @@ def main() -> None:
     # interpolation weight chosen on dev (reranker scores of the selected model)
     with autocast(args.bf16):
         dev_ce = rerank(model, tok, data, dev_qids, args.dev_depth, args.max_length)
-        dev_by_w = {w: ndcg(fuse(data.bm25, dev_ce, w, args.dev_depth), data.dev_qrels) for w in WEIGHTS}
-        best_w = max(WEIGHTS, key=lambda w: (dev_by_w[w], -abs(w - 0.5)))
+        best_w, dev_by_w = interpolation_weight(dev_ce, data.dev_qrels)
         t0 = time.perf_counter()
         test_ce = rerank(model, tok, data, test_qids, args.test_depth, args.max_length)
         test_s = time.perf_counter() - t0
     bm25 = data.bm25.subset(test_qids)
     test_qrels = data.test_qrels.subset(test_qids)
-    fused = fuse(data.bm25, test_ce, best_w, args.test_depth)
+    fused = Interpolate(best_w).transform(test_ce)  # (1 - w) * minmax(BM25) + w * minmax(CE)
     tag = f"ce-{args.method}-s{args.seed}"
     write_run(test_ce, RUNS / f"{tag}.test.trec", tag=tag)
     write_run(fused, RUNS / f"{tag}.fused.test.trec", tag=f"{tag}-fused")

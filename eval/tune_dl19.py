@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from irkit.data.io import read_corpus, read_qrels, read_run, read_topics_tsv
-from irkit.data.types import Ranking
+from irkit.data.docstore import DocStore
+from irkit.data.io import read_qrels, read_run, read_topics_tsv
 from irkit.evaluation import compare, evaluate
-from irkit.pipeline.operators import linear
-from irkit.tune.artifacts import load_cross_encoder, read_config
-from irkit.tune.trainer import rerank_candidates
+from irkit.models.tuned import read_config
+from irkit.pipeline.operators import Interpolate
+from irkit.rerank.cross_encoder import CrossEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 DL19 = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data")) / "trec-dl-2019"
@@ -43,30 +43,25 @@ def main() -> None:
         topics = read_topics_tsv(DL19 / "topics.tsv")
         qrels = read_qrels(DL19 / "qrels.txt")
         bm25 = read_run(DL19 / "bm25-top100.run", topics)
-        texts = {d.docid: d.contents for d in read_corpus(DL19 / "passages.jsonl")}
+        bm25.docstore = DocStore.for_corpus(DL19 / "passages.jsonl")
     else:
         from tune_common import load_scifact
 
         data = load_scifact()
-        qrels, texts = data.test_qrels, data.doc_text
-        topics = data.queries.subset(sorted(qrels))
-        bm25 = data.bm25.subset(list(topics))
-    cfg = read_config(args.model)
-    model, tok = load_cross_encoder(args.model)
+        qrels = data.test_qrels
+        bm25 = data.bm25.subset(sorted(qrels))
+    w = float(read_config(args.model).get("interpolation", {}).get("weight", 0.5))
+    reranker = CrossEncoder(args.model)  # `bm25 % depth >> CrossEncoder(model) >> Interpolate(w)`, BM25 from a file
     t0 = time.perf_counter()
-    scores = rerank_candidates(
-        model, tok, dict(topics.items()), {q: bm25[q][0] for q in bm25}, texts, args.depth, cfg.get("max_length", 192)
-    )
+    ce = reranker.transform(bm25.top_k(args.depth))
     wall = time.perf_counter() - t0
-    ce = Ranking.from_scores(scores, topics)
-    w = float(cfg.get("interpolation", {}).get("weight", 0.5))
-    fused = Ranking.from_scores(linear([bm25.top_k(args.depth), ce], [1.0 - w, w]), topics)
+    fused = Interpolate(w).transform(ce)
     cmp = {c.name: c.p_value for c in compare(bm25, {"ce": ce, "fused": fused}, qrels)}
     report = {
         "data": args.data,
         "depth": args.depth,
         "weight": w,
-        "pairs_per_s": sum(len(v) for v in scores.values()) / wall,
+        "pairs_per_s": sum(len(d) for _, (d, _) in ce.items()) / wall,
         "bm25": evaluate(bm25, qrels, ["nDCG@10"])["nDCG@10"],
         "ce": evaluate(ce, qrels, ["nDCG@10"])["nDCG@10"],
         "fused": evaluate(fused, qrels, ["nDCG@10"])["nDCG@10"],

@@ -163,6 +163,42 @@ def test_prompts_and_dense_layers_of_a_sentence_transformers_folder(prefixed_dir
     assert plain.symmetric and plain.encode(texts).shape == (2, 16)
 
 
+def test_training_embeddings_are_the_encoded_vectors_on_the_autograd_graph(prefixed_dir):
+    """``embed`` (the trainer's forward pass) pools, applies Dense and normalises exactly as ``encode`` does."""
+    enc = BiEncoder(str(prefixed_dir))
+    texts = ["how long do fleas live", "A flea can live up to a year, longer in a warm house."]
+    enc.model.train()
+    vecs = enc.embed(["query: " + texts[0], "passage: " + texts[1]])
+    vecs.sum().backward()
+    assert next(enc.model.parameters()).grad is not None
+    enc.model.eval()
+    with torch.no_grad():
+        again = enc.embed(["query: " + texts[0], "passage: " + texts[1]]).numpy()
+    np.testing.assert_allclose(again[0], enc.encode_queries(texts[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(again[1], enc.encode_documents(texts[1:])[0], atol=1e-5)
+
+
+def test_bi_encoder_reranker_scores_by_cosine_with_prefixes_from_yaml(prefixed_dir):
+    """``{bi_encoder: {...}}``: the cosine of the prefixed query (cut at its own length) and each document."""
+    import pickle
+
+    from irkit.pipeline.config import load_pipeline
+    from irkit.rerank.bi_encoder import BiEncoderReranker
+
+    stage = load_pipeline({"pipeline": [{"bi_encoder": {"model": str(prefixed_dir), "query_max_length": 8}}]})
+    assert isinstance(stage, BiEncoderReranker)
+    query = "how long do fleas live in a warm house in the winter"
+    docs = ["A flea can live up to a year.", "Cats sleep sixteen hours a day.", "A flea can live up to a year."]
+    enc = BiEncoder(str(prefixed_dir))
+    short = BiEncoder(str(prefixed_dir), max_length=8)
+    expected = enc.encode_documents(docs) @ short.encode_queries([query])[0]
+    np.testing.assert_allclose(stage.score(query, docs), expected, atol=1e-5)
+    assert not np.allclose(expected, enc.encode_documents(docs) @ enc.encode_queries([query])[0], atol=1e-4)
+    rebuilt = pickle.loads(pickle.dumps(stage))  # stages pickle by their params (Ray workers)
+    assert rebuilt.params() == {"model": str(prefixed_dir), "max_length": 256, "query_max_length": 8, "batch_size": 32}
+    np.testing.assert_allclose(rebuilt.score(query, docs), expected, atol=1e-5)
+
+
 def test_unsupported_sentence_transformers_modules_are_refused(prefixed_dir, tmp_path):
     import shutil
 

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from irkit.errors import IrkitError
+from irkit.models import tuned
 from irkit.models.registry import resolve
 from irkit.rerank.cross_encoder import CrossEncoder
 from irkit.tune import artifacts
@@ -25,9 +26,9 @@ from irkit.tune.trainer import (
     Example,
     TrainConfig,
     Trainer,
+    as_reranker,
     build_examples,
-    embed,
-    rerank_candidates,
+    interpolation_weight,
     split_dev,
 )
 
@@ -267,10 +268,10 @@ def test_cross_encoder_save_load_round_trip_gives_identical_scores(name: str, ti
     docs = ["Statins reduce LDL cholesterol in adults.", "Bone density rose.", "Unrelated text.", "More text here."]
     before = ce_scores(model, tok, queries, docs)
     out = artifacts.save(model, tmp_path / "ce", kind="cross-encoder", backbone=str(tiny_dir))
-    cfg = json.loads((out / artifacts.CONFIG_NAME).read_text())
+    cfg = json.loads((out / tuned.CONFIG_NAME).read_text())
     assert cfg["tune"] == TuneConfig(**tune).to_dict() and cfg["kind"] == "cross-encoder" and cfg["format"] == 2
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt")) and not list(out.glob("*.pkl"))
-    loaded, tok2 = artifacts.load_cross_encoder(out)
+    loaded, tok2 = tuned.load_cross_encoder(out)
     after = ce_scores(loaded, tok2, queries, docs)
     assert after.shape == (4,)
     assert (before == after).all()
@@ -288,43 +289,43 @@ def test_bi_encoder_round_trip_identical_hidden_states(tiny_dir: Path, tmp_path:
     with torch.no_grad():
         before = model(enc["input_ids"], enc["attention_mask"]).last_hidden_state
     artifacts.save(model, tmp_path / "bi", kind="bi-encoder", backbone=str(tiny_dir))
-    loaded, _ = artifacts.load_bi_encoder(tmp_path / "bi")
+    loaded, _ = tuned.load_bi_encoder(tmp_path / "bi")
     with torch.no_grad():
         after = loaded(enc["input_ids"], enc["attention_mask"]).last_hidden_state
     assert torch.equal(before, after)
     with pytest.raises(IrkitError, match="not a cross-encoder"):
-        artifacts.load_cross_encoder(tmp_path / "bi")
+        tuned.load_cross_encoder(tmp_path / "bi")
 
 
 def test_adapter_artifact_is_small(tiny_dir: Path, tmp_path: Path) -> None:
     model, _ = artifacts.build("cross-encoder", str(tiny_dir), {"method": "connected", "rank": 4})
     out = artifacts.save(model, tmp_path / "ce", kind="cross-encoder", backbone=str(tiny_dir))
     trainable, _ = count_params(model)
-    size = (out / artifacts.WEIGHTS_NAME).stat().st_size
+    size = (out / tuned.WEIGHTS_NAME).stat().st_size
     assert size < 4 * trainable + 4096  # fp32 trainable parameters + header, no backbone
 
 
 def test_bad_artifacts_name_the_file(tiny_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(IrkitError, match=r"no irkit_adapter\.json"):
-        artifacts.load(tmp_path)
+        tuned.load(tmp_path)
     model, _ = artifacts.build("cross-encoder", str(tiny_dir), {"method": "connected", "rank": 4})
     out = artifacts.save(model, tmp_path / "ce", kind="cross-encoder", backbone=str(tiny_dir))
-    cfg_path = out / artifacts.CONFIG_NAME
+    cfg_path = out / tuned.CONFIG_NAME
     good = cfg_path.read_text()
     cfg_path.write_text("{not json")
     with pytest.raises(IrkitError, match="malformed JSON") as e:
-        artifacts.load(out)
+        tuned.load(out)
     assert str(cfg_path) in str(e.value)
     cfg = json.loads(good)
     cfg["tune"]["rank"] = 8  # weights were saved for rank 4
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(IrkitError, match="shape") as e:
-        artifacts.load(out)
-    assert artifacts.WEIGHTS_NAME in str(e.value)
+        tuned.load(out)
+    assert tuned.WEIGHTS_NAME in str(e.value)
     cfg["tune"] = {"method": "houlsby", "rank": 4}
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(IrkitError, match="do not match"):
-        artifacts.load(out)
+        tuned.load(out)
 
 
 @pytest.mark.parametrize(("method", "then", "now"), [("side", "connected", "side"), ("houlsby", "houlsby", "adapters")])
@@ -337,13 +338,13 @@ def test_format_1_artifacts_load_under_todays_names(
     model, tok = artifacts.build("cross-encoder", str(tiny_dir), {"method": method, "rank": 4})
     _perturb(model)
     out = artifacts.save(model, tmp_path / "v1", kind="cross-encoder", backbone=str(tiny_dir))
-    weights = out / artifacts.WEIGHTS_NAME
+    weights = out / tuned.WEIGHTS_NAME
     old_name = "aside" if method == "side" else "houlsby"
     save_file({k.replace(f".{now}.", f".{old_name}."): v for k, v in load_file(str(weights)).items()}, str(weights))
-    cfg = json.loads((out / artifacts.CONFIG_NAME).read_text())
+    cfg = json.loads((out / tuned.CONFIG_NAME).read_text())
     cfg["format"], cfg["tune"] = 1, {"method": then, "rank": 4, "lora_alpha": 16}
-    (out / artifacts.CONFIG_NAME).write_text(json.dumps(cfg))
-    loaded, _ = artifacts.load_cross_encoder(out)
+    (out / tuned.CONFIG_NAME).write_text(json.dumps(cfg))
+    loaded, _ = tuned.load_cross_encoder(out)
     assert loaded.encoder.tune_config.method == method
     queries, docs = ["statins and ldl", "bone density"], ["Statins reduce LDL.", "Unrelated text."]
     assert (ce_scores(loaded, tok, queries, docs) == ce_scores(model.eval(), tok, queries, docs)).all()
@@ -440,9 +441,16 @@ def test_tap_cache_runs_the_frozen_backbone_once_per_sequence() -> None:
         TunedEncoder(tiny_backbone(), TuneConfig(method="connected")).enable_tap_cache()
 
 
-def test_cli_tune_writes_a_loadable_artifact(tiny_dir: Path, tmp_path: Path, scifact_dir: Path) -> None:
-    """`irkit tune` end to end on a small real BEIR directory (SciFact train queries on 300 docs)."""
+def test_cli_tune_writes_a_loadable_artifact_and_its_pipeline(
+    tiny_dir: Path, tmp_path: Path, scifact_dir: Path
+) -> None:
+    """`irkit tune` end to end on a small real BEIR directory (SciFact train queries on 300 docs); the
+    pipeline.yaml it writes is valid and names the artifact and the dev-chosen weight."""
+    import yaml
+
     from irkit.cli import main
+    from irkit.pipeline.config import load_pipeline, plan_pipeline
+    from irkit.pipeline.operators import Interpolate
 
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
@@ -453,37 +461,101 @@ def test_cli_tune_writes_a_loadable_artifact(tiny_dir: Path, tmp_path: Path, sci
     kept = [rows[0]] + [r for r in rows[1:] if r.split("\t")[1] in set(docids)]
     (beir / "qrels" / "train.tsv").write_text("\n".join(kept) + "\n", encoding="utf-8")
     (beir / "queries.jsonl").write_text((scifact_dir / "queries.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
-    qids = sorted({r.split("\t")[0] for r in kept[1:]})
+    relevant: dict[str, list[str]] = {}
+    for r in kept[1:]:
+        relevant.setdefault(r.split("\t")[0], []).append(r.split("\t")[1])
+    # candidates: 2 others, the relevant documents, more others (so that the dev metric varies with the weight)
+    cands = {q: list(dict.fromkeys([*docids[:2], *rel, *docids]))[:30] for q, rel in sorted(relevant.items())}
     run = tmp_path / "cands.trec"
-    run.write_text("".join(f"{q} Q0 {d} {i + 1} {30 - i} x\n" for q in qids for i, d in enumerate(docids[:30])))
-    out = tmp_path / "art"
+    run.write_text("".join(f"{q} Q0 {d} {i + 1} {30 - i} x\n" for q, ds in cands.items() for i, d in enumerate(ds)))
+    out, index = tmp_path / "art", "indexes/beir-bm25"
     args = ["tune", "--dataset", str(beir), "--candidates", str(run), "--out", str(out), "--backbone", str(tiny_dir)]
-    assert main([*args, "--epochs", "1", "--max-length", "64", "--dev-depth", "5"]) == 0
-    model, _ = artifacts.load_cross_encoder(out)
+    assert main([*args, "--epochs", "1", "--max-length", "64", "--dev-depth", "5", "--index", index]) == 0
+    model, _ = tuned.load_cross_encoder(out)
     assert isinstance(model, TunedCrossEncoder)
-    cfg = json.loads((out / artifacts.CONFIG_NAME).read_text())
+    cfg = json.loads((out / tuned.CONFIG_NAME).read_text())
     assert cfg["tune"] == TuneConfig().to_dict() and cfg["dev_ndcg10"] is not None
     assert cfg["tune"]["method"] == "connected" and cfg["tune"]["rank"] == 16 and cfg["tune"]["pathway"]
     assert any("loss" in json.loads(x) for x in Path(f"{out}.loss.jsonl").read_text().splitlines())
+    weight = cfg["interpolation"]["weight"]
+    assert cfg["interpolation"] == {"first_stage": "bm25", "weight": weight, "normalisation": "minmax"}
+    assert cfg["dev_interp"][str(weight)] == max(cfg["dev_interp"].values())
+    assert len(set(cfg["dev_interp"].values())) > 1  # the weight mattered on this dev slice
+    assert yaml.safe_load((out / "pipeline.yaml").read_text()) == {
+        "pipeline": [
+            {"bm25": {"index": index}, "top_k": 5},
+            {"cross_encoder": {"model": str(out)}},
+            {"interpolate": {"weight": weight}},
+        ]
+    }
+    assert plan_pipeline(out / "pipeline.yaml").produces == "ranking"  # valid, without opening the index
+    tail = load_pipeline({"pipeline": yaml.safe_load((out / "pipeline.yaml").read_text())["pipeline"][1:]})
+    ce, interpolate = tail.stages
+    assert isinstance(ce, CrossEncoder) and isinstance(ce.model, TunedCrossEncoder) and ce.max_length == 64
+    assert isinstance(interpolate, Interpolate) and interpolate.weight == weight
     assert main(["tune", "--dataset", str(beir), "--candidates", str(tmp_path / "none.trec"), "--out", "x"]) == 2
 
 
+def test_reproduce_default_is_the_recipe_of_the_bundled_cross_encoder(capsys: pytest.CaptureFixture[str]) -> None:
+    """`irkit tune --reproduce-default` trains what irkit/resources/cross-encoder-minilm was trained with."""
+    from irkit.cli import build_parser
+    from irkit.cli.tune import DEFAULT_RECIPE, apply_recipe
+
+    shipped = tuned.read_config(resolve("cross-encoder-minilm"))
+    assert DEFAULT_RECIPE["method"] == shipped["tune"]["method"] == "side"  # format 1 "connected" reads as "side"
+    assert DEFAULT_RECIPE["rank"] == shipped["tune"]["rank"] and DEFAULT_RECIPE["max_length"] == shipped["max_length"]
+    parser = build_parser()
+    base = ["tune", "--dataset", "d", "--candidates", "c", "--out", "o", "--reproduce-default"]
+    args = parser.parse_args(base)
+    apply_recipe(args, args.parser)
+    assert {k: getattr(args, k) for k in DEFAULT_RECIPE} == DEFAULT_RECIPE
+    args = parser.parse_args([*base, "--epochs", "2"])
+    with pytest.raises(SystemExit):
+        apply_recipe(args, args.parser)
+    assert "--reproduce-default trains with --epochs 6, not 2" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder"])
-def test_rerank_candidates_scores_the_top_depth_of_each_query(kind: str, tiny_dir: Path) -> None:
+def test_dev_scoring_reranks_candidates_through_the_stages_users_run(
+    kind: str, tiny_dir: Path, tmp_path: Path, scifact_slice: Path
+) -> None:
+    """A model being tuned scores dev candidates as CrossEncoder / BiEncoderReranker stages over a Ranking."""
+    from irkit.data.docstore import DocStore
+    from irkit.data.io import read_corpus
+    from irkit.data.types import Qrels, Queries, Ranking
+    from irkit.pipeline.stage import INPUT_SCORE
+
     model, tok = artifacts.build(kind, str(tiny_dir), {"method": "connected", "rank": 4})
+    _perturb(model)
     model.eval()
-    texts = {"d1": "statins lower cholesterol", "d2": "bone density in adults", "d3": "an unrelated abstract"}
-    queries = {"q1": "do statins work", "q2": "vitamin d and bones", "q3": "no candidates"}
-    scores = rerank_candidates(model, tok, queries, {"q1": ["d1", "d2", "d3"], "q2": ["d2", "d3"]}, texts, depth=2)
-    assert set(scores) == {"q1", "q2"} and set(scores["q1"]) == {"d1", "d2"} and set(scores["q2"]) == {"d2", "d3"}
-    if kind == "bi-encoder":  # cosine of the mean-pooled, normalised embeddings, as BiEncoder computes it
-        with torch.no_grad():
-            q, d = embed(model, tok, [queries["q1"]], 64), embed(model, tok, [texts["d2"]], 192)
-        assert scores["q1"]["d2"] == pytest.approx(float(q[0] @ d[0]), abs=1e-5)
-    else:
-        with torch.no_grad():  # one unpadded forward pass, independent of the batching code
-            ref = model(**tok(queries["q2"], texts["d3"], return_tensors="pt")).logits[0, 0]
-        assert scores["q2"]["d3"] == pytest.approx(float(ref), abs=1e-5)
+    store = DocStore.build(tmp_path / "docs.sqlite", list(read_corpus(scifact_slice / "corpus.jsonl"))[:6])
+    d = store.docids()
+    queries = Queries({"q1": "do statins lower cholesterol", "q2": "vitamin d and bone density"})
+    cands = Ranking.from_lists({"q1": (d[:4], np.arange(4.0, 0, -1)), "q2": (d[2:6], np.arange(8.0, 4, -1))}, queries)
+    cands.docstore = store
+    reranked = as_reranker(model, tok, max_length=64, query_max_length=16).transform(cands.top_k(3))
+    assert {q: set(reranked[q][0]) for q in reranked} == {"q1": set(d[:3]), "q2": set(d[2:5])}
+    assert sorted(reranked.column(INPUT_SCORE, "q1").tolist()) == [2.0, 3.0, 4.0]  # the first stage's, for fusion
+    docid, score = reranked["q2"][0][1], reranked["q2"][1][1]
+    text = store.get(docid).contents
+    with torch.no_grad():  # one unpadded forward pass, independent of the batching code
+        if kind == "cross-encoder":
+            ref = float(model(**tok(queries["q2"], text, truncation=True, max_length=64, return_tensors="pt")).logits)
+        else:  # cosine of mask-mean-pooled, normalised states; the query cut at 16 tokens
+            vec = [
+                torch.nn.functional.normalize(
+                    model(**tok(t, truncation=True, max_length=n, return_tensors="pt")).last_hidden_state.mean(1),
+                    dim=-1,
+                )[0]
+                for t, n in ((queries["q2"], 16), (text, 64))
+            ]
+            ref = float(vec[0] @ vec[1])
+    assert score == pytest.approx(ref, abs=1e-5)
+    # the interpolation weight is the dev-best of the grid, ties going to the weight nearest 0.5
+    qrels = Qrels({"q1": {reranked["q1"][0][-1]: 1}, "q2": {reranked["q2"][0][0]: 1}})
+    weight, by_w = interpolation_weight(reranked, qrels)
+    assert list(by_w) == [round(0.1 * i, 1) for i in range(11)] and by_w[weight] == max(by_w.values())
+    assert all(abs(w - 0.5) >= abs(weight - 0.5) for w, v in by_w.items() if v == by_w[weight])
 
 
 def test_default_cross_encoder_is_a_small_registered_artifact_that_ranks(scifact_dir: Path) -> None:
@@ -492,9 +564,9 @@ def test_default_cross_encoder_is_a_small_registered_artifact_that_ranks(scifact
     from irkit.data.io import read_corpus, read_qrels, read_queries
 
     path = Path(resolve("cross-encoder-minilm"))
-    assert artifacts.is_artifact(path)
+    assert tuned.is_artifact(path)
     assert sum(f.stat().st_size for f in path.iterdir()) < 1_000_000
-    cfg = artifacts.read_config(path)
+    cfg = tuned.read_config(path)
     assert cfg["backbone"] == "minilm" and cfg["format"] == 1 and cfg["tune"]["method"] == "side"
     assert cfg["trainable_params"] / cfg["total_params"] < 0.01
     queries = read_queries(scifact_dir / "queries.jsonl")
@@ -503,7 +575,7 @@ def test_default_cross_encoder_is_a_small_registered_artifact_that_ranks(scifact
     dev = dev[:12]
     rel = {q: next(iter(qrels[q])) for q in dev}
     texts = {d.docid: d.contents for d in read_corpus(scifact_dir / "corpus.jsonl") if d.docid in set(rel.values())}
-    model, tok = artifacts.load_cross_encoder(path)
+    model, tok = tuned.load_cross_encoder(path)
     qs = [queries[q] for q in dev]
     good = ce_scores(model, tok, qs, [texts[rel[q]] for q in dev], cfg["max_length"])
     other = ce_scores(model, tok, qs, [texts[rel[dev[(i + 1) % len(dev)]]] for i in range(len(dev))], cfg["max_length"])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_method_args(p: argparse.ArgumentParser, extra_methods: tuple[str, ...] = ()) -> None:
@@ -28,6 +29,28 @@ def tune_section(args: argparse.Namespace) -> dict:
     }
 
 
+#: the settings that trained the bundled cross-encoder (irkit/resources/cross-encoder-minilm, whose format-1
+#: method "connected" is today's "side"; eval/results/cross_encoder_minilm.json "config"), for --reproduce-default
+DEFAULT_RECIPE = {
+    "kind": "cross-encoder",
+    "backbone": "minilm",
+    "method": "side",
+    "rank": 32,
+    "epochs": 6,
+    "lr": None,
+    "batch_size": 8,
+    "negatives": 3,
+    "neg_depth": 30,
+    "max_length": 128,
+    "dev_fraction": 0.1,
+    "dev_depth": 20,
+    "patience": 2,
+    "seed": 13,
+    "bf16": False,
+}
+PIPELINE_NAME = "pipeline.yaml"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tune",
@@ -35,10 +58,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Train a BERT-style backbone (default: the bundled MiniLM) with connected adapters (in-block adapters "
             "joined by an aside pathway, Ma et al. CIKM 2022), the faster side network, or a baseline "
-            "(houlsby, lora, bitfit, full) on a BEIR training split. Negatives come from a first-stage run "
-            "(e.g. BM25 from `irkit search`); a dev slice carved from the training queries selects the best "
-            "epoch (nDCG@10 of reranking its candidates) and stops early. Writes a small adapter artifact "
-            "(safetensors + irkit_adapter.json) that CrossEncoder / Dense load by path. "
+            "(houlsby, lora, bitfit, full) on a BEIR training split. Negatives come from a first-stage BM25 run "
+            "(`irkit search`); a dev slice carved from the training queries selects the best "
+            "epoch (nDCG@10 of reranking its candidates with the model as CrossEncoder / BiEncoderReranker run it) "
+            "and stops early. Writes a small adapter artifact (safetensors + irkit_adapter.json) that "
+            "CrossEncoder / BiEncoder / Dense load by path. For a cross-encoder it also picks the min-max "
+            "interpolation weight with BM25 on the dev slice (0.0..1.0, step 0.1), stores it in the artifact "
+            f"and writes OUT/{PIPELINE_NAME}: BM25 (--index) -> this cross-encoder -> interpolate at that weight, "
+            "for `irkit run`. --reproduce-default retrains the bundled cross-encoder's recipe. "
             "`irkit tune filter --help`: train a Cosine Adapter relevance filter instead."
         ),
     )
@@ -47,8 +74,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     filter_cli.add_parser(p.add_subparsers(dest="tune_command", metavar="[filter]"))
     p.add_argument("--dataset", help="BEIR directory (corpus.jsonl, queries.jsonl, qrels/)")
     p.add_argument("--split", default="train", help="training split (qrels/<split>.tsv); default train")
-    p.add_argument("--candidates", help="TREC run with first-stage candidates for the split")
-    p.add_argument("--out", help="artifact directory to write")
+    p.add_argument("--candidates", help="TREC run with BM25 candidates for the split")
+    p.add_argument("--out", help=f"artifact directory to write (a cross-encoder's gets {PIPELINE_NAME} too)")
+    p.add_argument(
+        "--index", help=f"BM25 index that OUT/{PIPELINE_NAME} retrieves from (default: indexes/<dataset name>-bm25)"
+    )
+    p.add_argument(
+        "--reproduce-default",
+        action="store_true",
+        help="the recipe of the bundled cross-encoder-minilm: side network, rank 32, 6 epochs, max length 128, "
+        "3 BM25 negatives from the top 30, batch 8, seed 13, dev slice 10 %% (give the SciFact train split, "
+        "a BM25 top-100 run of it, --out)",
+    )
     p.add_argument("--kind", choices=["cross-encoder", "bi-encoder"], default="cross-encoder")
     add_method_args(p)
     p.add_argument("--backbone", default="minilm", help="registry name or path of the backbone (default minilm)")
@@ -59,7 +96,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--neg-depth", type=int, default=30, help="sample negatives from this many top candidates")
     p.add_argument("--max-length", type=int, default=192, help="token cap of a pair (cross) or document (bi)")
     p.add_argument("--dev-fraction", type=float, default=0.1, help="share of training queries held out as dev")
-    p.add_argument("--dev-depth", type=int, default=20, help="candidates reranked per dev query")
+    p.add_argument("--dev-depth", type=int, default=20, help="candidates reranked per dev query (and in the pipeline)")
     p.add_argument("--patience", type=int, default=2, help="dev checks without improvement before stopping")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AVX512-BF16)")
     p.add_argument("--seed", type=int, default=13)
@@ -68,24 +105,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, parser=p)
 
 
+def apply_recipe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Set :data:`DEFAULT_RECIPE` on ``args``; an option given with another value is an error, not overridden."""
+    for key, value in DEFAULT_RECIPE.items():
+        given = getattr(args, key)
+        if given != parser.get_default(key) and given != value:
+            parser.error(f"--reproduce-default trains with --{key.replace('_', '-')} {value}, not {given}")
+        setattr(args, key, value)
+
+
 def run(args: argparse.Namespace) -> int:
     missing = [f"--{k}" for k in ("dataset", "candidates", "out") if getattr(args, k) is None]
     if missing:  # not argparse-required: `irkit tune filter` does without them
         args.parser.error(f"the following arguments are required: {', '.join(missing)}")
+    if args.reproduce_default:
+        apply_recipe(args, args.parser)
     import tempfile
-    from pathlib import Path
 
     import torch
 
     from irkit.data.datasets import load_dataset
     from irkit.data.docstore import DocStore, DocTexts
     from irkit.data.io import read_run
-    from irkit.data.types import Ranking
     from irkit.errors import IrkitError
     from irkit.evaluation import evaluate
-    from irkit.tune import artifacts
+    from irkit.tune import artifacts, trainer
     from irkit.tune.adapters import count_params
-    from irkit.tune.trainer import DEFAULT_LR, TrainConfig, Trainer, build_examples, rerank_candidates, split_dev
 
     ds = load_dataset(args.dataset, args.split)
     assert ds.qrels is not None
@@ -95,28 +140,31 @@ def run(args: argparse.Namespace) -> int:
         raise IrkitError(f"no query of split {args.split!r} has candidates in the run", path=args.candidates)
     # texts are read on demand from a scratch DocStore (removed with `scratch`): no corpus-sized dict
     scratch = tempfile.TemporaryDirectory(prefix="irkit-tune-")
-    doc_text = DocTexts(DocStore.build(Path(scratch.name) / "docs.sqlite", ds.docs()))
-    train_q, dev_q = split_dev(list(ds.qrels), args.dev_fraction, args.seed)
+    store = DocStore.build(Path(scratch.name) / "docs.sqlite", ds.docs())
+    train_q, dev_q = trainer.split_dev(list(ds.qrels), args.dev_fraction, args.seed)
     queries = dict(ds.queries.items())
-    examples = build_examples(
-        {q: ds.qrels[q] for q in train_q}, queries, candidates, doc_text, args.negatives, args.neg_depth, args.seed
+    texts = DocTexts(store)
+    examples = trainer.build_examples(
+        {q: ds.qrels[q] for q in train_q}, queries, candidates, texts, args.negatives, args.neg_depth, args.seed
     )
+    trainer.set_seed(args.seed)  # the fresh head and adapters too, not only the training order
     model, tok = artifacts.build(args.kind, args.backbone, tune_section(args))
     if args.method == "side" and not args.no_cache:
         model_encoder = model.encoder if args.kind == "cross-encoder" else model
         model_encoder.enable_tap_cache()
-    dev_queries = {q: queries[q] for q in dev_q if q in candidates}
-    dev_qrels = ds.qrels.subset(dev_queries)
+    dev_run = run_.subset(q for q in dev_q if q in candidates).top_k(args.dev_depth)
+    dev_run.docstore = store
+    dev_qrels = ds.qrels.subset(dev_run)
 
     def dev(m: torch.nn.Module) -> float:
-        scores = rerank_candidates(m, tok, dev_queries, candidates, doc_text, args.dev_depth, args.max_length)
-        return evaluate(Ranking.from_scores(scores), dev_qrels, ["nDCG@10"])["nDCG@10"]
+        reranked = trainer.as_reranker(m, tok, args.max_length).transform(dev_run)
+        return evaluate(reranked, dev_qrels, ["nDCG@10"])["nDCG@10"]
 
-    cfg = TrainConfig(
+    cfg = trainer.TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         n_negatives=args.negatives,
-        lr=args.lr or DEFAULT_LR[args.method],
+        lr=args.lr or trainer.DEFAULT_LR[args.method],
         max_length=args.max_length,
         seed=args.seed,
         patience=args.patience,
@@ -124,9 +172,17 @@ def run(args: argparse.Namespace) -> int:
         log_path=args.log or f"{args.out.rstrip('/')}.loss.jsonl",
     )
     trainable, total = count_params(model)
-    print(f"{len(examples)} examples, {len(dev_queries)} dev queries; trainable {trainable:,} of {total:,}")
-    result = Trainer(model, tok, cfg).fit(examples, dev=dev if dev_queries else None)
-    artifacts.save(
+    print(f"{len(examples)} examples, {len(dev_run)} dev queries; trainable {trainable:,} of {total:,}")
+    result = trainer.Trainer(model, tok, cfg).fit(examples, dev=dev if len(dev_run) else None)
+    extra = {}
+    if args.kind == "cross-encoder" and len(dev_run):
+        with torch.inference_mode():
+            weight, by_w = trainer.interpolation_weight(
+                trainer.as_reranker(model, tok, args.max_length).transform(dev_run), dev_qrels
+            )
+        extra["interpolation"] = {"first_stage": "bm25", "weight": weight, "normalisation": "minmax"}
+        extra["dev_interp"] = {str(w): v for w, v in by_w.items()}
+    out = artifacts.save(
         model,
         args.out,
         kind=args.kind,
@@ -134,6 +190,35 @@ def run(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         dev_ndcg10=result.best_dev,
         trained_on=f"{args.dataset} {args.split}",
+        **extra,
     )
-    print(f"best dev nDCG@10 {result.best_dev} at step {result.best_step}; wrote {args.out}")
+    print(f"best dev nDCG@10 {result.best_dev} at step {result.best_step}; wrote {out}")
+    if "interpolation" in extra:
+        index = args.index or f"indexes/{Path(args.dataset).name}-bm25"
+        path = write_pipeline(out, index, args.dev_depth, weight, args.dataset)
+        print(f"interpolation weight {weight} (dev nDCG@10 {by_w[weight]:.4f}); pipeline: {path}")
     return 0
+
+
+def write_pipeline(artifact: str | Path, index: str, depth: int, weight: float, dataset: str) -> Path:
+    """``ARTIFACT/pipeline.yaml``: BM25 top ``depth`` -> the tuned cross-encoder -> interpolate at ``weight``."""
+    import yaml
+
+    from irkit.data.io import atomic_path
+
+    path = Path(artifact) / PIPELINE_NAME
+    steps = {
+        "pipeline": [
+            {"bm25": {"index": str(index)}, "top_k": depth},
+            {"cross_encoder": {"model": str(artifact)}},
+            {"interpolate": {"weight": weight}},
+        ]
+    }
+    header = (
+        f"# Written by `irkit tune`: BM25 top {depth} reranked by the cross-encoder in {artifact}, then min-max\n"
+        f"# interpolated with BM25 at the weight chosen on the dev slice ({weight}).\n"
+        f"# Run: irkit run {path} --dataset {dataset} --split test --out run.trec --eval nDCG@10\n"
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_text(header + yaml.safe_dump(steps, sort_keys=False, default_flow_style=None), encoding="utf-8")
+    return path

@@ -57,7 +57,7 @@ class BiEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         from irkit.models import nomic
-        from irkit.tune.artifacts import is_artifact, load_bi_encoder
+        from irkit.models.tuned import is_artifact, load_bi_encoder
 
         path = resolve(model)
         dense_layers: list[Any] = []  # sentence-transformers ``Dense`` layers after pooling
@@ -137,21 +137,37 @@ class BiEncoder:
         return self._encode([self.document_prefix + t for t in texts], batch_size, show_progress)
 
     def _encode(self, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
-        torch = self._torch
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         batches = text_batches(self.tokenizer, texts, self.max_length, batch_size, "encode", show_progress)
         with evaluating(self.model), self._fast(self.model):
             for idx, inputs, mask in batches:
-                hidden = self.model(**inputs, attention_mask=mask.long()).last_hidden_state
-                vec = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-                for layer in self.dense_layers:
-                    vec = layer(vec)
-                if self.normalize:
-                    vec = torch.nn.functional.normalize(vec, dim=-1)
-                out[idx] = vec.numpy()
+                out[idx] = self.vectors(inputs["input_ids"], mask).numpy()
         return out
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        """Vectors of ``texts`` as one padded batch, as a torch tensor on the autograd graph (for training)."""
+        enc = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        )
+        return self.vectors(enc["input_ids"], enc["attention_mask"])
+
+    def vectors(self, input_ids: Any, mask: Any) -> Any:
+        """The model's vectors of a padded batch: mean-pooled token states, the Dense layers, L2-normalised."""
+        hidden = self.model(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state.float()
+        vec = pool(hidden, mask)
+        for layer in self.dense_layers:
+            vec = layer(vec)
+        return self._torch.nn.functional.normalize(vec, dim=-1) if self.normalize else vec
+
+
+def pool(hidden: Any, mask: Any, pooling: str = "mean") -> Any:
+    """One vector per row of ``hidden`` (batch, tokens, dim): ``mean`` of the unmasked tokens, or the ``cls`` token."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
 _ST_PLAIN = {"Transformer", "Normalize"}  # modules BiEncoder's own steps already cover

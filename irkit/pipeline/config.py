@@ -45,6 +45,7 @@ STAGES: dict[str, str | type[Stage]] = {
     "cur": "irkit.retrieve.cur:CURRetriever",
     "splade_index": "irkit.retrieve.splade:SpladeRetriever",
     "cross_encoder": "irkit.rerank.cross_encoder:CrossEncoder",
+    "bi_encoder": "irkit.rerank.bi_encoder:BiEncoderReranker",
     "icr": "irkit.rerank.icr:ICR",
     "prp": "irkit.rerank.prp:PRP",
     "splade": "irkit.rerank.splade:SpladeReranker",

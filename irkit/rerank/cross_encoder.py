@@ -108,17 +108,17 @@ class CrossEncoder(Reranker):
 
 def _artifact_config(model: str) -> dict[str, Any]:
     """The ``irkit_adapter.json`` of a tuned artifact, or ``{}`` for a plain model."""
-    from irkit.tune.artifacts import is_artifact, read_config
+    from irkit.models.tuned import is_artifact, read_config
 
     path = registry.resolve(model)
     return read_config(path) if is_artifact(path) else {}
 
 
 def _load(model: str) -> tuple[Any, Any]:
-    """Model and tokenizer for a name, directory or hub id; irkit adapter dirs load through irkit.tune."""
+    """Model and tokenizer for a name, directory or hub id; irkit tune artifacts through irkit.models.tuned."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from irkit.tune.artifacts import is_artifact, load_cross_encoder
+    from irkit.models.tuned import is_artifact, load_cross_encoder
 
     path = registry.resolve(model)
     try:

@@ -1,4 +1,5 @@
-"""irkit.tune: parameter-efficient tuning (connected adapters, the side network, baselines) and tuned-model artifacts.
+"""irkit.tune: parameter-efficient tuning (connected adapters, the side network, baselines) and saving what
+it trained (loading a tuned artifact for inference: :mod:`irkit.models.tuned`).
 
 Imports torch on first use of a name, not on ``import irkit.tune``.
 """
@@ -18,10 +19,6 @@ _LAZY = {
     "split_dev": "irkit.tune.trainer",
     "build": "irkit.tune.artifacts",
     "save": "irkit.tune.artifacts",
-    "load": "irkit.tune.artifacts",
-    "is_artifact": "irkit.tune.artifacts",
-    "load_cross_encoder": "irkit.tune.artifacts",
-    "load_bi_encoder": "irkit.tune.artifacts",
 }
 
 #: tuning methods (irkit.tune.adapters); here so that the CLI lists them without importing torch

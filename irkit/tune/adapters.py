@@ -71,6 +71,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 
 from irkit.errors import IrkitError
+from irkit.models.encoder import pool
 from irkit.tune import METHODS, PLACEMENTS
 
 # ranks for ~0.66 % trainable parameters on MiniLM-L6 (bitfit and full have no rank)
@@ -318,14 +319,6 @@ class _InBlock:
             deltas[self.block] = delta if prev is None else prev + delta
         y = y + delta
         return (y, *output[1:]) if isinstance(output, tuple) else y
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """``cls`` (first token) or ``mean`` (mask-weighted mean over tokens)."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
 class TunedCrossEncoder(nn.Module):

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from irkit.data.types import Qrels, Ranking
 from irkit.errors import IrkitError
-from irkit.tune.adapters import TunedCrossEncoder, TunedEncoder, pool, trainable_state
+from irkit.tune.adapters import TunedCrossEncoder, TunedEncoder, trainable_state
 
 # learning rates that work per method (adapters start from zero and need a larger step than full FT)
 DEFAULT_LR = {"connected": 1e-3, "side": 1e-3, "houlsby": 1e-3, "lora": 5e-4, "bitfit": 1e-3, "full": 3e-5}
@@ -134,6 +135,11 @@ class Trainer:
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
+        if self.kind == "bi-encoder":  # training embeds exactly as BiEncoder encodes (pooling, normalisation)
+            from irkit.models.encoder import BiEncoder
+
+            self._queries = BiEncoder.from_model(model, tokenizer, config.query_max_length)
+            self._documents = BiEncoder.from_model(model, tokenizer, config.max_length)
 
     def _loss(self, batch: list[Example]) -> torch.Tensor:
         cfg = self.config
@@ -153,8 +159,8 @@ class Trainer:
             logits = self.model(**enc).logits.float().view(len(batch), n)
             target = torch.zeros(len(batch), dtype=torch.long)
             return nn.functional.cross_entropy(logits, target)
-        q = embed(self.model, self.tokenizer, [ex.query for ex in batch], cfg.query_max_length)
-        d = embed(self.model, self.tokenizer, [t for ds in docs for t in ds], cfg.max_length)
+        q = self._queries.embed([ex.query for ex in batch])
+        d = self._documents.embed([t for ds in docs for t in ds])
         scores = q @ d.T / cfg.temperature
         target = torch.arange(len(batch)) * n  # each query's positive comes first in its group
         return nn.functional.cross_entropy(scores, target)
@@ -266,48 +272,27 @@ def autocast(enabled: bool) -> torch.autocast:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
-def embed(model: nn.Module, tokenizer, texts: Sequence[str], max_length: int) -> torch.Tensor:
-    """Mean-pooled, L2-normalised embeddings of ``texts`` (one padded batch; the bi-encoder contract)."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    hidden = model(enc["input_ids"], enc["attention_mask"]).last_hidden_state.float()
-    return nn.functional.normalize(pool(hidden, enc["attention_mask"], "mean"), dim=-1)
-
-
-def rerank_candidates(
-    model: nn.Module,
-    tokenizer,
-    queries: Mapping[str, str],
-    candidates: Mapping[str, Sequence[str]],
-    doc_text: Mapping[str, str],
-    depth: int = 20,
-    max_length: int = 192,
-    query_max_length: int = 64,
-    batch_size: int = 32,
-) -> dict[str, dict[str, float]]:
-    """``qid -> docid -> score`` for each query's top-``depth`` candidates, scored by a model being tuned.
-
-    Scoring goes through the classes users run: a :class:`TunedCrossEncoder` through
-    ``CrossEncoder.from_model``, a bi-encoder through ``BiEncoder.from_model`` (cosine), so
-    dev-slice model selection sees exactly what the shipped model will compute.
-    """
-    from irkit.models.encoder import BiEncoder
-    from irkit.rerank.cross_encoder import CrossEncoder
-
-    qids = [q for q in queries if q in candidates]
-    lists = {q: list(candidates[q])[:depth] for q in qids}
-    out: dict[str, dict[str, float]] = {}
+def as_reranker(model: nn.Module, tokenizer, max_length: int, query_max_length: int = 64, batch_size: int = 32):
+    """The model being tuned as the stage users run, for dev scoring: a cross-encoder through
+    ``CrossEncoder.from_model``, a bi-encoder (cosine) through ``BiEncoderReranker.from_model``."""
     if isinstance(model, TunedCrossEncoder):
-        pairs = [(q, d) for q in qids for d in lists[q]]
-        ce = CrossEncoder.from_model(model, tokenizer, max_length=max_length, batch_size=batch_size)
-        scores = ce.predict([(queries[q], doc_text[d]) for q, d in pairs])
-        for (q, d), s in zip(pairs, scores, strict=True):
-            out.setdefault(q, {})[d] = float(s)
-        return out
-    docids = sorted({d for q in qids for d in lists[q]})
-    qv = BiEncoder.from_model(model, tokenizer, query_max_length).encode([queries[q] for q in qids], batch_size)
-    dv = BiEncoder.from_model(model, tokenizer, max_length).encode([doc_text[d] for d in docids], batch_size)
-    row = {d: i for i, d in enumerate(docids)}
-    for qi, q in enumerate(qids):
-        sims = dv[[row[d] for d in lists[q]]] @ qv[qi]
-        out[q] = {d: float(s) for d, s in zip(lists[q], sims, strict=True)}
-    return out
+        from irkit.rerank.cross_encoder import CrossEncoder
+
+        return CrossEncoder.from_model(model, tokenizer, max_length=max_length, batch_size=batch_size)
+    from irkit.rerank.bi_encoder import BiEncoderReranker
+
+    return BiEncoderReranker.from_model(model, tokenizer, max_length, query_max_length, batch_size)
+
+
+#: interpolation weights tried on dev (reranker weight; the first stage gets 1 - w)
+WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def interpolation_weight(reranked: Ranking, qrels: Qrels, metric: str = "nDCG@10") -> tuple[float, dict[float, float]]:
+    """The ``Interpolate`` weight with the best ``metric`` on ``reranked`` (a reranker's output over its first
+    stage's candidates), ties going to the weight nearest 0.5; and the metric at every weight of :data:`WEIGHTS`."""
+    from irkit.evaluation import evaluate
+    from irkit.pipeline.operators import Interpolate
+
+    by_w = {w: evaluate(Interpolate(w).transform(reranked), qrels, [metric])[metric] for w in WEIGHTS}
+    return max(WEIGHTS, key=lambda w: (by_w[w], -abs(w - 0.5))), by_w
