@@ -23,6 +23,7 @@ from irkit.index.manifest import (
     building,
     check_counts,
     docs_of,
+    encode_in_chunks,
     exclusive,
     read_manifest,
     reset_stale_work,
@@ -142,8 +143,6 @@ def build_dense_index(
     A build killed part-way resumes from its last ``chunk_size`` checkpoint when rerun
     with the same arguments.
     """
-    from tqdm.auto import tqdm
-
     from irkit.models.encoder import BiEncoder
 
     out = Path(out_dir)
@@ -174,19 +173,21 @@ def build_dense_index(
     reset_stale_work(work, key, "vectors-*.npy")
 
     docids = store.docids()
-    starts = range(0, len(docids), chunk_size)
-    shards = [work / f"vectors-{i:06d}.npy" for i in range(len(starts))]
-    for start, shard in zip(starts, shards, strict=True):
-        if shard.is_file() and not _valid_shard(shard, min(chunk_size, len(docids) - start), encoder.dim):
-            shard.unlink()  # damaged or foreign checkpoint: encode that chunk again
-    done = sum(min(chunk_size, len(docids) - s) for s, p in zip(starts, shards, strict=True) if p.is_file())
-    with tqdm(total=len(docids), initial=done, desc=f"encode {out.name}", unit="doc", disable=not show_progress) as bar:
-        for start, shard in zip(starts, shards, strict=True):
-            if shard.is_file():
-                continue
-            texts = [d.contents for d in store.get_many(docids[start : start + chunk_size])]
-            _save_npy(shard, encoder.encode_documents(texts, batch_size=batch_size))
-            bar.update(len(texts))
+
+    def encode(shard: Path, chunk: list[str]) -> None:
+        texts = [d.contents for d in store.get_many(chunk)]
+        _save_npy(shard, encoder.encode_documents(texts, batch_size=batch_size))
+
+    shards = encode_in_chunks(
+        work,
+        ".npy",
+        docids,
+        chunk_size,
+        lambda shard, chunk: _valid_shard(shard, len(chunk), encoder.dim),
+        encode,
+        f"encode {out.name}",
+        show_progress,
+    )
 
     index = make_faiss_index(encoder.dim, factory)
     if not index.is_trained:

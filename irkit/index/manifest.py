@@ -129,6 +129,38 @@ def reset_stale_work(work: Path, key: dict[str, Any], pattern: str) -> None:
     meta.write_text(json.dumps(key, indent=2) + "\n", encoding="utf-8")
 
 
+def encode_in_chunks(
+    folder: Path,
+    suffix: str,
+    docids: list[str],
+    chunk_size: int,
+    valid: Callable[[Path, list[str]], bool],
+    write: Callable[[Path, list[str]], None],
+    desc: str,
+    show_progress: bool,
+) -> list[Path]:
+    """One checkpoint shard ``folder/vectors-NNNNNN{suffix}`` per ``chunk_size`` documents, resumably.
+
+    A shard already on disk that ``valid(shard, chunk)`` accepts is kept; a damaged or foreign one
+    is removed and written again by ``write(shard, chunk)``, which must write it atomically.
+    Returns every shard, in document order.
+    """
+    from tqdm.auto import tqdm
+
+    chunks = [docids[s : s + chunk_size] for s in range(0, len(docids), chunk_size)]
+    shards = [folder / f"vectors-{i:06d}{suffix}" for i in range(len(chunks))]
+    for shard, chunk in zip(shards, chunks, strict=True):
+        if shard.is_file() and not valid(shard, chunk):
+            shard.unlink()
+    done = sum(len(chunk) for shard, chunk in zip(shards, chunks, strict=True) if shard.is_file())
+    with tqdm(total=len(docids), initial=done, desc=desc, unit="doc", disable=not show_progress) as bar:
+        for shard, chunk in zip(shards, chunks, strict=True):
+            if not shard.is_file():
+                write(shard, chunk)
+                bar.update(len(chunk))
+    return shards
+
+
 def _parse_manifest(root: Path) -> dict[str, Any]:
     """``root/manifest.json`` checked for the fields and types irkit writes, each listed file confined
     to ``root`` (no absolute path, no ``..``); not yet checked against the files themselves."""

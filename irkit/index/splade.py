@@ -29,6 +29,7 @@ from irkit.index.manifest import (
     building,
     check_counts,
     docs_of,
+    encode_in_chunks,
     exclusive,
     reset_stale_work,
     work_dir,
@@ -87,8 +88,6 @@ def build_splade_index(
     impacts are ``round(scale * weight)``. A build killed part-way resumes from its last
     ``chunk_size`` checkpoint when rerun with the same arguments; ``threads`` index in Lucene.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
     check_counts(chunk_size=chunk_size, batch_size=batch_size, max_length=max_length, threads=threads)
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not (math.isfinite(scale) and scale > 0):
@@ -119,35 +118,27 @@ def build_splade_index(
         leftover.unlink()
 
     docids = store.docids()
-    starts = range(0, len(docids), chunk_size)
-    shards = [shards_dir / f"vectors-{i:06d}.jsonl" for i in range(len(starts))]
-    nonempty = {}
-    for start, shard in zip(starts, shards, strict=True):
-        if shard.is_file():
-            count = _shard_nonempty(shard, docids[start : start + chunk_size])
-            if count is None:
-                shard.unlink()  # damaged or foreign checkpoint: encode that chunk again
-            else:
-                nonempty[shard] = count
-    done = sum(min(chunk_size, len(docids) - s) for s, p in zip(starts, shards, strict=True) if p in nonempty)
-    with tqdm(total=len(docids), initial=done, desc=f"encode {out.name}", unit="doc", disable=not show_progress) as bar:
-        for start, shard in zip(starts, shards, strict=True):
-            if shard in nonempty:
-                continue
-            chunk = docids[start : start + chunk_size]
-            texts = [d.contents for d in store.get_many(chunk)]
-            vectors = encoder.terms(texts, scale=scale, batch_size=batch_size)
-            with atomic_path(shard) as tmp:
-                tmp.write_text(
-                    "".join(
-                        json.dumps({"id": d, "vector": v}, ensure_ascii=False) + "\n"
-                        for d, v in zip(chunk, vectors, strict=True)
-                    ),
-                    encoding="utf-8",
-                )
-            nonempty[shard] = sum(1 for v in vectors if v)
-            bar.update(len(chunk))
+    nonempty: dict[Path, int] = {}  # documents with at least one weight, per shard (Lucene indexes only those)
 
+    def valid(shard: Path, chunk: list[str]) -> bool:
+        count = _shard_nonempty(shard, chunk)
+        if count is not None:
+            nonempty[shard] = count
+        return count is not None
+
+    def encode(shard: Path, chunk: list[str]) -> None:
+        vectors = encoder.terms([d.contents for d in store.get_many(chunk)], scale=scale, batch_size=batch_size)
+        with atomic_path(shard) as tmp:
+            tmp.write_text(
+                "".join(
+                    json.dumps({"id": d, "vector": v}, ensure_ascii=False) + "\n"
+                    for d, v in zip(chunk, vectors, strict=True)
+                ),
+                encoding="utf-8",
+            )
+        nonempty[shard] = sum(1 for v in vectors if v)
+
+    encode_in_chunks(shards_dir, ".jsonl", docids, chunk_size, valid, encode, f"encode {out.name}", show_progress)
     indexed = sum(nonempty.values())
     with building(out, overwrite) as tmp:
         index_collection("JsonVectorCollection", shards_dir, tmp / LUCENE_DIR, ANSERINI_FLAGS, threads, indexed, out)
