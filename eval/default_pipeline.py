@@ -16,14 +16,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 from tune_common import INDEX, SCIFACT
 
-from irkit import BM25, CrossEncoder, Interpolate, SpladeReranker, evaluate, read_qrels, read_queries
+from irkit import BM25, CrossEncoder, SpladeReranker, evaluate, read_qrels, read_queries
 from irkit.data.types import Ranking
-from irkit.tune.trainer import split_dev
-
-WEIGHTS = [round(w, 1) for w in np.arange(0.0, 1.01, 0.1)]
+from irkit.tune.trainer import interpolation_weight, split_dev
 
 
 def main() -> None:
@@ -51,8 +48,9 @@ def main() -> None:
         t0 = time.perf_counter()
         reranked = reranker(bm25.top_k(depth))
         seconds[name] = round(time.perf_counter() - t0, 1)
-        for w in WEIGHTS:  # keys without dots, so the regression table can address them (w 0.5 -> w50)
-            dev_ndcg[f"{name} w{round(w * 100)}"] = ndcg(Interpolate(weight=w)(reranked))
+        _, by_w = interpolation_weight(reranked, qrels)  # the grid `irkit tune` chooses its weight on
+        for w, v in by_w.items():  # keys without dots, so the regression table can address them (w 0.5 -> w50)
+            dev_ndcg[f"{name} w{round(w * 100)}"] = round(v, 4)
     best = max(dev_ndcg, key=lambda k: dev_ndcg[k])
     out = {
         "dev_queries": len(dev_queries),
