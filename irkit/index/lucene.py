@@ -17,6 +17,9 @@ from irkit.errors import IrkitError
 from irkit.index.manifest import DOCSTORE, read_manifest
 
 LUCENE_DIR = "lucene"
+# Lucene's in-memory indexing buffer, flushed to a segment when full. Anserini's default is 4 GiB,
+# so a large build's memory grows with the corpus up to that; 512 MiB keeps it bounded.
+WRITER_BUFFER_MB = 512
 
 
 class LuceneIndex:
@@ -53,7 +56,7 @@ def index_collection(
     args = [
         *("-collection", collection, "-generator", "DefaultLuceneDocumentGenerator"),
         *("-input", str(input_dir.absolute()), "-index", str(lucene_dir.absolute())),
-        *("-threads", str(threads)),
+        *("-threads", str(threads), "-memoryBuffer", str(WRITER_BUFFER_MB)),
         *flags,
     ]
     autoclass("io.anserini.index.IndexCollection").main(args)
