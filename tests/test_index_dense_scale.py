@@ -18,7 +18,15 @@ from irkit.cli import main
 from irkit.data.datasets import load_dataset
 from irkit.data.io import read_corpus, read_run
 from irkit.errors import IrkitError
-from irkit.index.dense import INDEX_FILE, DenseIndex, _faiss, build_dense_index
+from irkit.index.dense import (
+    INDEX_FILE,
+    DenseIndex,
+    _faiss,
+    _sample_vectors,
+    build_dense_index,
+    make_faiss_index,
+    train_size,
+)
 from irkit.index.manifest import work_dir
 from irkit.pipeline.config import load_pipeline
 from irkit.retrieve.dense import Dense
@@ -85,6 +93,28 @@ def test_bad_executor_and_workers_fail_before_any_work(tmp_path: Path, scifact_s
     with pytest.raises(IrkitError, match="workers must be an integer >= 1, got 0"):
         build_dense_index(corpus, tmp_path / "idx", executor="ray", workers=0, show_progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("factory", "size"),
+    [("PQ16", 256 * 256), ("IVF64,Flat", 256 * 256), ("IVF512,PQ16", 256 * 512), ("IVF4096,PQ48", 200_000)],
+)
+def test_training_sample_is_what_faiss_kmeans_uses_at_most(factory: str, size: int) -> None:
+    assert train_size(make_faiss_index(384, factory)) == size
+
+
+def test_training_sample_is_seeded_uniform_and_read_shard_by_shard(tmp_path: Path) -> None:
+    vectors = np.arange(1000 * 4, dtype=np.float32).reshape(1000, 4)
+    shards = []
+    for i, start in enumerate(range(0, 1000, 300)):
+        shards.append(tmp_path / f"vectors-{i:06d}.npy")
+        np.save(shards[-1], vectors[start : start + 300])
+    sample = _sample_vectors(shards, 1000, 250)
+    rows = sample[:, 0].astype(int) // 4
+    assert len(set(rows)) == 250 and list(rows) == sorted(rows)
+    assert rows.min() < 100 and rows.max() > 900  # spread over the corpus, not its first documents
+    assert np.array_equal(_sample_vectors(shards, 1000, 250), sample)  # seeded
+    assert np.array_equal(_sample_vectors(shards, 1000, 1000), vectors)  # a small corpus trains on all of it
 
 
 @pytest.fixture(scope="module")
