@@ -86,6 +86,24 @@ def test_ray_build_resumes_a_killed_build_and_equals_the_in_process_build(
     assert _content(built) == _content(reference)
 
 
+def test_encodings_do_not_depend_on_the_thread_count(scifact_slice: Path) -> None:
+    """What lets a one-CPU Ray actor write the shards the multi-threaded in-process build writes."""
+    import torch
+
+    from irkit.models.encoder import BiEncoder
+
+    texts = [d.contents for d in list(read_corpus(scifact_slice / "corpus.jsonl"))[:12]]
+    encoder, threads = BiEncoder("minilm"), torch.get_num_threads()
+    try:
+        by_threads = []
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            by_threads.append(encoder.encode_documents(texts))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.array_equal(by_threads[0], v) for v in by_threads[1:])
+
+
 def test_bad_executor_and_workers_fail_before_any_work(tmp_path: Path, scifact_slice: Path) -> None:
     corpus = _corpus(scifact_slice, tmp_path / "corpus.jsonl", 5)
     with pytest.raises(IrkitError, match="unknown executor 'spark'"):
