@@ -43,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  irkit index build --type bm25  --corpus ../shared/data/beir/scifact --out indexes/scifact-bm25\n"
             "  irkit index build --type dense --corpus ../shared/data/beir/scifact --out indexes/scifact-minilm\n"
             "  irkit index build --type dense --corpus corpus.jsonl --out indexes/hnsw --factory HNSW32\n"
+            "  irkit index build --type dense --corpus corpus.jsonl --out indexes/ivfpq --factory IVF1024,PQ48 \\\n"
+            "      --executor ray --workers 8 --address HEAD:6379   # encode on an existing Ray cluster\n"
             "  irkit index build --type splade --corpus ../shared/data/beir/scifact --out indexes/scifact-splade"
         ),
     )

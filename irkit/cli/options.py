@@ -54,23 +54,26 @@ def add_options(
     keeps its own defaults and options of another owner can be refused by name.
     """
     skip = set(skip)
-    seen: dict[str, tuple[Any, set[str]]] = {}
+    seen: dict[str, tuple[Any, set[str], argparse.Action]] = {}
     for owner, func in owners.items():
         group = parser.add_argument_group(f"{owner} {what}")
         for name, (kind, default) in signature_options(func, skip).items():
-            if name in seen:
+            shown = f"{owner}" + ("" if default is inspect.Parameter.empty else f" (default: {default})")
+            if name in seen:  # shared with an earlier owner: listed there, with each owner's default
                 if seen[name][0] is not kind:
                     raise IrkitError(f"option --{name} has different types across {what}")
                 seen[name][1].add(owner)
+                seen[name][2].help = f"{seen[name][2].help}; {shown}"
                 continue
-            seen[name] = (kind, {owner})
             flag = "--" + name.replace("_", "-")
-            shown = "" if default is inspect.Parameter.empty else f" (default: {default})"
             if kind is bool:
-                group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+                action = group.add_argument(
+                    flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=shown
+                )
             else:
-                group.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=f"{owner}{shown}")
-    return {name: owners_ for name, (_, owners_) in seen.items()}
+                action = group.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=shown)
+            seen[name] = (kind, {owner}, action)
+    return {name: owners_ for name, (_, owners_, _) in seen.items()}
 
 
 def chosen(args: argparse.Namespace, option_owners: dict[str, set[str]], owner: str) -> dict[str, Any]:

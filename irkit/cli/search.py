@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  irkit search --index indexes/scifact-bm25 --dataset ../shared/data/beir/scifact --out runs/bm25.trec\n"
             "  irkit search --index indexes/scifact-minilm --queries topics.tsv --depth 100 --out runs/dense.trec\n"
+            "  irkit search --index indexes/ivfpq --queries q.tsv --search-params nprobe=32 --mmap --out ivf.trec\n"
             "  irkit eval runs/bm25.trec ../shared/data/beir/scifact/qrels/test.tsv -m nDCG@10 -m R@100"
         ),
     )

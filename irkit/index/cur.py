@@ -104,12 +104,13 @@ def score_matrix(
     workers: int = 2,
     shard_size: int = 1,
     show_progress: bool = True,
+    address: str | None = None,
 ) -> np.ndarray:
     """Exact scores (float32, queries × documents in docstore order) of every query against every document.
 
     Run by the resumable runner: each query reranks the whole docstore with ``cross_encoder``;
     finished queries are kept in ``checkpoint`` (a rerun resumes there) and ``executor="ray"``
-    spreads the shards over ``workers`` Ray actors.
+    spreads the shards over ``workers`` Ray actors (a local cluster unless ``address`` names one).
     """
     from irkit.pipeline.runner import Runner
 
@@ -117,7 +118,13 @@ def score_matrix(
     zeros = np.zeros(len(docids))
     candidates = Ranking({q: (docids, zeros) for q in queries}, queries, docstore)
     runner = Runner(
-        cross_encoder, checkpoint, executor=executor, workers=workers, shard_size=shard_size, progress=show_progress
+        cross_encoder,
+        checkpoint,
+        executor=executor,
+        workers=workers,
+        shard_size=shard_size,
+        progress=show_progress,
+        address=address,
     )
     ranked = runner.run(candidates)
     column = {d: i for i, d in enumerate(docids)}
@@ -165,6 +172,7 @@ def build_cur_index(
     shard_size: int = 1,
     executor: str = "local",
     workers: int = 2,
+    address: str | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> CURIndex:
@@ -176,7 +184,7 @@ def build_cur_index(
     (default: irkit's bundled one, at its trained ``max_length``); ``k_i`` anchor items are
     drawn with ``seed`` for the stored ``E``. The k_q × N scores are checkpointed per
     ``shard_size`` queries: rerun the same command after a crash to resume;
-    ``executor="ray"`` scores shards on ``workers`` Ray actors.
+    ``executor="ray"`` scores shards on ``workers`` Ray actors (a local cluster unless ``address`` names one).
     """
     from irkit.pipeline.config import to_dict
     from irkit.pipeline.runner import fingerprint
@@ -207,7 +215,7 @@ def build_cur_index(
     for old in work.glob("scores-*"):
         if old != ckpt:
             shutil.rmtree(old, ignore_errors=True)
-    scores = score_matrix(queries, store, ce, ckpt, executor, workers, shard_size, show_progress)
+    scores = score_matrix(queries, store, ce, ckpt, executor, workers, shard_size, show_progress, address)
     anchors = sample_items(len(store), k_i, seed)
     embeddings = item_embeddings(scores, anchors, rcond)
     docids = store.docids()

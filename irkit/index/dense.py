@@ -7,13 +7,16 @@ beside the target, so a killed build resumes where it stopped and gives the same
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from irkit._ray import check_executor
 from irkit.data.docstore import DocStore
 from irkit.data.io import atomic_path
 from irkit.errors import IrkitError
@@ -33,7 +36,8 @@ from irkit.index.manifest import (
 
 INDEX_FILE = "index.faiss"
 METRIC = "inner_product"
-_TRAIN_MAX = 200_000  # vectors used to train IVF/PQ quantisers (the first ones, for determinism)
+_TRAIN_MAX = 200_000  # the most vectors used to train IVF/PQ quantisers (a seeded sample of the corpus)
+_POINTS_PER_CENTROID = 256  # FAISS k-means subsamples to this many points per centroid (its default)
 
 
 def _faiss() -> Any:
@@ -57,6 +61,14 @@ def make_faiss_index(dim: int, factory: str) -> Any:
         raise IrkitError(f"FAISS cannot build {factory!r} for dimension {dim}: {_faiss_reason(e)}") from None
 
 
+def train_size(index: Any) -> int:
+    """How many training vectors ``index`` can use: 256 per centroid of its largest k-means
+    (the IVF lists, or a 256-entry PQ/SQ codebook), at most ``_TRAIN_MAX``; FAISS samples down to that itself."""
+    ivf = _faiss().try_extract_index_ivf(index)
+    centroids = max(256, int(ivf.nlist) if ivf is not None else 0)
+    return min(_TRAIN_MAX, _POINTS_PER_CENTROID * centroids)
+
+
 def _train(index: Any, vectors: np.ndarray, factory: str) -> None:
     try:
         index.train(vectors)
@@ -76,14 +88,26 @@ class DenseIndex:
             )
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = False) -> DenseIndex:
-        """Open an index directory, checking its manifest (``verify``: hash every file, not only changed ones)."""
+    def load(cls, path: str | Path, verify: bool = False, mmap: bool = False) -> DenseIndex:
+        """Open an index directory, checking its manifest (``verify``: hash every file, not only changed ones).
+
+        ``mmap=True`` maps the vectors (codes, HNSW graph, IVF lists) from the file instead of reading
+        them into memory: the OS pages them in as searches touch them and shares them between processes.
+        FAISS cannot map fast-scan codes (``PQ32x4fs``, ``IVF…,PQ…x4fs``): those are an IrkitError.
+        """
         path = Path(path)
         manifest = read_manifest(path, "dense", verify=verify)
+        faiss = _faiss()
         try:
-            index = _faiss().read_index(str(path / INDEX_FILE))
+            index = faiss.read_index(str(path / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
         except RuntimeError as e:
             raise IrkitError(f"FAISS cannot read the index: {_faiss_reason(e)}", path=path) from None
+        if mmap and (part := _unmappable(index)) is not None:
+            raise IrkitError(
+                f"FAISS cannot memory-map a {part} (factory {manifest.get('factory')!r}): it would be read into "
+                "memory; load it without mmap, or build with a factory FAISS maps (Flat, HNSW, IVF…,PQ…, SQ8)",
+                path=path,
+            )
         return cls(path, manifest, index, DocStore(path / DOCSTORE))
 
     @property
@@ -123,6 +147,19 @@ class DenseIndex:
         return self.index.reconstruct_n(0, len(self))
 
 
+def _unmappable(index: Any) -> str | None:
+    """The class of a part of ``index`` whose codes FAISS reads into memory even when asked to map them."""
+    faiss = _faiss()
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexFastScan | faiss.IndexIVFFastScan):
+        return type(index).__name__
+    for part in ("index", "base_index", "refine_index", "storage"):  # wrappers, refinement, HNSW storage
+        child = getattr(index, part, None)
+        if isinstance(child, faiss.Index) and (found := _unmappable(child)) is not None:
+            return found
+    return None
+
+
 @exclusive
 def build_dense_index(
     corpus_or_docs: object,
@@ -132,6 +169,9 @@ def build_dense_index(
     batch_size: int = 32,
     max_length: int = 256,
     chunk_size: int = 2048,
+    executor: str = "local",
+    workers: int = 2,
+    address: str | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> DenseIndex:
@@ -139,14 +179,17 @@ def build_dense_index(
 
     ``corpus_or_docs`` is a ``corpus.jsonl`` path, a BEIR directory, a Dataset or an
     iterable of ``Doc``; ``factory`` is any FAISS ``index_factory`` string (``Flat``,
-    ``HNSW32``, ``IVF256,PQ32`` ...; trained on the corpus when it needs training).
-    A build killed part-way resumes from its last ``chunk_size`` checkpoint when rerun
-    with the same arguments.
+    ``HNSW32``, ``IVF256,PQ32`` ...; trained on a seeded sample of the corpus when it needs
+    training). A build killed part-way resumes from its last ``chunk_size`` checkpoint when
+    rerun with the same arguments. ``executor="ray"`` encodes the chunks on ``workers`` Ray
+    actors (a local cluster unless ``address`` names one) into the same checkpoints, so the
+    index is the same as the in-process one and either kind of build resumes the other.
     """
     from irkit.models.encoder import BiEncoder
 
     out = Path(out_dir)
-    check_counts(chunk_size=chunk_size, batch_size=batch_size, max_length=max_length)
+    check_counts(chunk_size=chunk_size, batch_size=batch_size, max_length=max_length, workers=workers)
+    check_executor(executor)
     work = work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -154,7 +197,7 @@ def build_dense_index(
         encoder = BiEncoder(model, max_length=max_length)
         # reject a bad factory string, or one the corpus is too small to train, before encoding
         probe = make_faiss_index(encoder.dim, factory)
-        if not probe.is_trained and len(store) < _TRAIN_MAX:
+        if not probe.is_trained and len(store) < train_size(probe):
             rng = np.random.default_rng(0)
             _train(probe, rng.standard_normal((len(store), encoder.dim), dtype=np.float32), factory)
     except BaseException as e:
@@ -173,30 +216,33 @@ def build_dense_index(
     reset_stale_work(work, key, "vectors-*.npy")
 
     docids = store.docids()
+    elsewhere = None
+    if executor == "ray":  # each actor loads the encoder once; the one here only checked the settings
+        from irkit._ray import write_chunks
 
-    def encode(shard: Path, chunk: list[str]) -> None:
-        texts = [d.contents for d in store.get_many(chunk)]
-        _save_npy(shard, encoder.encode_documents(texts, batch_size=batch_size))
-
+        remote = functools.partial(_open_shard_writer, str(work / DOCSTORE), model, max_length, batch_size)
+        elsewhere = functools.partial(write_chunks, make_writer=remote, workers=workers, address=address)
     shards = encode_in_chunks(
         work,
         ".npy",
         docids,
         chunk_size,
         lambda shard, chunk: _valid_shard(shard, len(chunk), encoder.dim),
-        encode,
+        _shard_writer(store, encoder, batch_size),
         f"encode {out.name}",
         show_progress,
+        elsewhere,
     )
 
     index = make_faiss_index(encoder.dim, factory)
     if not index.is_trained:
-        _train(index, _first_vectors(shards, _TRAIN_MAX), factory)
-    for shard in shards:
+        _train(index, _sample_vectors(shards, len(docids), train_size(index)), factory)
+    for shard in shards:  # one shard in memory at a time
         index.add(np.load(shard))
 
     with building(out, overwrite) as tmp:
         _faiss().write_index(index, str(tmp / INDEX_FILE))
+        del index
         shutil.copy2(work / DOCSTORE, tmp / DOCSTORE)
         write_manifest(
             tmp,
@@ -219,6 +265,25 @@ def build_dense_index(
     return DenseIndex.load(out)
 
 
+def _shard_writer(store: DocStore, encoder: Any, batch_size: int) -> Callable[[Path, list[str]], None]:
+    """``write(shard, docids)``: encode those documents (one call, so batches do not depend on the executor)."""
+
+    def write(shard: Path, chunk: list[str]) -> None:
+        texts = [d.contents for d in store.get_many(chunk)]
+        _save_npy(shard, encoder.encode_documents(texts, batch_size=batch_size))
+
+    return write
+
+
+def _open_shard_writer(
+    docstore: str, model: str, max_length: int, batch_size: int
+) -> Callable[[Path, list[str]], None]:
+    """The shard writer of a Ray actor, which opens the build's DocStore and loads the encoder itself."""
+    from irkit.models.encoder import BiEncoder
+
+    return _shard_writer(DocStore(docstore), BiEncoder(model, max_length=max_length), batch_size)
+
+
 def _valid_shard(path: Path, rows: int, dim: int) -> bool:
     """Is a checkpoint shard one this build would have written: ``rows`` finite unit vectors of ``dim``?"""
     try:
@@ -239,11 +304,13 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def _first_vectors(shards: list[Path], limit: int) -> np.ndarray:
-    parts, n = [], 0
+def _sample_vectors(shards: list[Path], total: int, size: int) -> np.ndarray:
+    """A seeded uniform sample of ``size`` of the ``total`` vectors (all if fewer), reading one shard at a time."""
+    rows = np.arange(total) if total <= size else np.sort(np.random.default_rng(0).choice(total, size, replace=False))
+    parts, start = [], 0
     for shard in shards:
-        if n >= limit:
-            break
-        parts.append(np.load(shard)[: limit - n])
-        n += len(parts[-1])
+        vectors = np.load(shard)
+        lo, hi = np.searchsorted(rows, [start, start + len(vectors)])
+        parts.append(vectors[rows[lo:hi] - start])
+        start += len(vectors)
     return np.concatenate(parts)

@@ -138,11 +138,14 @@ def encode_in_chunks(
     write: Callable[[Path, list[str]], None],
     desc: str,
     show_progress: bool,
+    elsewhere: Callable[[list[tuple[Path, list[str]]]], Iterable[tuple[Path, list[str]]]] | None = None,
 ) -> list[Path]:
     """One checkpoint shard ``folder/vectors-NNNNNN{suffix}`` per ``chunk_size`` documents, resumably.
 
     A shard already on disk that ``valid(shard, chunk)`` accepts is kept; a damaged or foreign one
-    is removed and written again by ``write(shard, chunk)``, which must write it atomically.
+    is removed and written again by ``write(shard, chunk)``, which must write it atomically. With
+    ``elsewhere`` the missing shards are all handed to it instead (e.g. Ray actors running ``write``);
+    it yields each ``(shard, chunk)`` once written, and each is checked with ``valid``.
     Returns every shard, in document order.
     """
     from tqdm.auto import tqdm
@@ -152,11 +155,19 @@ def encode_in_chunks(
     for shard, chunk in zip(shards, chunks, strict=True):
         if shard.is_file() and not valid(shard, chunk):
             shard.unlink()
-    done = sum(len(chunk) for shard, chunk in zip(shards, chunks, strict=True) if shard.is_file())
+    todo = [(shard, chunk) for shard, chunk in zip(shards, chunks, strict=True) if not shard.is_file()]
+    done = len(docids) - sum(len(chunk) for _, chunk in todo)
     with tqdm(total=len(docids), initial=done, desc=desc, unit="doc", disable=not show_progress) as bar:
-        for shard, chunk in zip(shards, chunks, strict=True):
-            if not shard.is_file():
+        if elsewhere is None:
+            for shard, chunk in todo:
                 write(shard, chunk)
+                bar.update(len(chunk))
+        else:
+            for shard, chunk in elsewhere(todo):
+                if not valid(shard, chunk):
+                    raise IrkitError(
+                        f"a worker wrote a damaged checkpoint shard for {len(chunk)} documents", path=shard
+                    )
                 bar.update(len(chunk))
     return shards
 

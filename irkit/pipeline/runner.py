@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from irkit._ray import check_executor
 from irkit.data.io import atomic_path, write_run
 from irkit.data.types import Queries, Ranking
 from irkit.errors import IrkitError
 from irkit.pipeline.stage import Stage, StageInput, as_input
 
-EXECUTORS = ("local", "ray")
 RESULTS = "results.jsonl"
 JOB = "job.json"
 FORMAT = 1
@@ -56,8 +56,7 @@ class Runner:
     ) -> None:
         if not isinstance(stage, Stage):
             raise IrkitError(f"the runner runs a Stage, got {type(stage).__name__}")
-        if executor not in EXECUTORS:
-            raise IrkitError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+        check_executor(executor)
         if workers < 1 or shard_size < 1:
             raise IrkitError(f"workers and shard_size must be >= 1, got {workers} and {shard_size}")
         if stage.produces != "ranking":
@@ -239,38 +238,11 @@ class _ShardWorker:
 
 def _ray_shards(runner: Runner, x: StageInput, shards: list[list[str]]) -> Iterator[Ranking]:
     """Shards over a Ray Data actor pool; each finished shard streams back to be checkpointed here."""
-    # Ray's C++ crash handler and the faulthandler that ray.init enables replace the SIGSEGV handler of
-    # pyserini's JVM in this process, which the JVM relies on: its next safepoint poll would kill the
-    # process. So Ray's handler stays off and the JVM's handlers are put back after init and shutdown.
-    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-    try:
-        import ray
-    except ImportError:
-        raise IrkitError("the ray executor needs Ray: pip install 'irkit[ray]'") from None
-    from irkit._java import keep_fatal_signal_handlers
+    from irkit._ray import actor_rows, session
 
-    restore_handlers = keep_fatal_signal_handlers()
-    started = not ray.is_initialized()
-    if started:  # a cluster for this job (local unless an address is given); one the caller started is used as is
-        if runner.address:
-            ray.init(address=runner.address, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(num_cpus=runner.workers, include_dashboard=False, log_to_driver=False)
-        restore_handlers()
-    try:
-        ref = ray.put(x)
-        ds = ray.data.from_items([{"shard": json.dumps(s)} for s in shards]).map_batches(
-            _ShardWorker,
-            fn_constructor_kwargs={"stage": runner.stage, "inp": ref},
-            batch_size=1,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=runner.workers),
-            num_cpus=1,
-        )
-        for row in ds.iter_rows():
+    with session(runner.workers, runner.address) as ray:
+        kwargs = {"stage": runner.stage, "inp": ray.put(x)}
+        items = [{"shard": json.dumps(s)} for s in shards]
+        for row in actor_rows(ray, items, _ShardWorker, kwargs, runner.workers):
             records = json.loads(row["records"])
             yield _ranking(records, x, getattr(x, "docstore", None))
-    finally:
-        if started:
-            ray.shutdown()
-        restore_handlers()

@@ -20,7 +20,8 @@ class Dense(Retriever):
     whose vectors have another dimension than the index is an IrkitError, and so is one whose
     query prefix differs from the manifest's (an index built before prefixes were recorded
     has none): queries are always encoded with the prefix the index was built for. ``search_params``
-    are FAISS search-time settings such as ``"nprobe=16"`` (IVF) or ``"efSearch=128"`` (HNSW).
+    are FAISS search-time settings such as ``"nprobe=16"`` (IVF) or ``"efSearch=128"`` (HNSW);
+    ``mmap=True`` maps the index file instead of reading it into memory (:meth:`DenseIndex.load`).
     Weighted query variants (from a query rewriter) are combined in vector space:
     ``normalise(sum_i w_i * encode(variant_i))``, then searched once.
     """
@@ -34,14 +35,15 @@ class Dense(Retriever):
         depth: int = 1000,
         batch_size: int = 32,
         search_params: str | None = None,
+        mmap: bool = False,
     ) -> None:
         if depth < 1 or batch_size < 1:
             raise IrkitError(f"Dense needs depth >= 1 and batch_size >= 1, got depth={depth}, batch_size={batch_size}")
         from irkit.models.encoder import BiEncoder
 
         self.index_path, self.model, self.depth, self.batch_size = str(index), model, int(depth), int(batch_size)
-        self.search_params = search_params
-        self.index = DenseIndex.load(self.index_path)
+        self.search_params, self.mmap = search_params, bool(mmap)
+        self.index = DenseIndex.load(self.index_path, mmap=self.mmap)
         if self.search_params:
             self.index.set_search_params(self.search_params)
         model = self.model or self.index.model
@@ -66,6 +68,8 @@ class Dense(Retriever):
             p["model"] = self.model
         if self.search_params is not None:
             p["search_params"] = self.search_params
+        if self.mmap:
+            p["mmap"] = True
         return p
 
     def retrieve(self, queries: Queries, k: int) -> Ranking:
