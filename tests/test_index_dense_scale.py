@@ -215,3 +215,19 @@ def test_search_params_in_python_yaml_and_cli(
         err = capfd.readouterr().err
         assert f"irkit: error: {ivfpq}: search parameters {bad!r} do not apply" in err and why in err, err
     assert not (tmp_path / "bad.trec").exists()
+
+
+def test_short_result_lists_keep_only_found_documents(ivfpq: Path, scifact_slice: Path) -> None:
+    """An IVF search probing one list finds fewer than k documents; FAISS pads with row -1, which
+    must never become a docid (``-1`` would index the last one)."""
+    queries = load_dataset(scifact_slice, "test").queries
+    dense = Dense(ivfpq, search_params="nprobe=1")
+    k = len(dense.index)
+    vectors = dense.encoder.encode_queries([queries[q] for q in queries])
+    _, rows = dense.index.search(vectors, k)
+    ranking = dense.search_vectors(queries, vectors, k)
+    assert (rows == -1).any(), "every list was full: the test does not exercise padding"
+    for i, q in enumerate(queries):
+        found = rows[i][rows[i] >= 0]
+        assert ranking[q][0] == [dense.index.docids[r] for r in found]
+        assert len(ranking[q][1]) == len(found)
