@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from bm25_memory import synthetic
-from common import machine, peak_rss_gib, run_child
-from encode import write_results
+from common import finish, machine, peak_rss_gib, run_child
 
 
 def child_build(corpus: str, out: str, threads: int) -> dict:
@@ -77,10 +75,7 @@ def main() -> int:
             f"| {res['peak_rss_gib']:.2f} | {row['index_mib']:,.0f} |",
             flush=True,
         )
-    setup["load_average_end"] = os.getloadavg()
-    print(f"load average at the end: {setup['load_average_end']}")
-    if args.out:
-        write_results(args.out, setup, rows)
+    finish(setup, rows, args.out)
     growth = rows[-1]["peak_rss_gib"] - rows[0]["peak_rss_gib"]
     return 0 if growth <= args.growth_gib else 1
 

@@ -7,9 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
-from encode import cpu_info
+from encode import cpu_info, write_results
 from models import cpu_flags
 
 
@@ -40,3 +41,11 @@ def run_child(script: str, *args: str) -> Any:
     """Run ``script --child ARGS`` in a fresh interpreter; its last stdout line is JSON."""
     cmd = [sys.executable, script, "--child", *args]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+
+
+def finish(setup: dict[str, Any], rows: list[dict[str, Any]], out: Path | None) -> None:
+    """Record the load average at the end, print it, and write the set-up and rows to ``out`` (if given)."""
+    setup["load_average_end"] = os.getloadavg()
+    print(f"load average at the end: {tuple(round(x, 2) for x in setup['load_average_end'])}")
+    if out:
+        write_results(out, setup, rows)

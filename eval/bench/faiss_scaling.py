@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, peak_rss_gib, run_child
-from encode import write_results
+from common import finish, machine, peak_rss_gib, run_child
 
 DIM, LATENT, CENTRES, CHUNK, K = 384, 48, 1024, 65_536, 10
 NUM_QUERIES = 1000
@@ -201,10 +199,7 @@ def main() -> int:
                 )
                 if n >= 1_000_000 and factory.startswith("HNSW"):
                     ok &= max(built["build_peak_rss_gib"], one["serve_peak_rss_gib"]) <= args.hnsw_budget_gib
-    setup["load_average_end"] = os.getloadavg()
-    print(f"load average at the end: {setup['load_average_end']}")
-    if args.out:
-        write_results(args.out, setup, rows)
+    finish(setup, rows, args.out)
     return 0 if ok else 1
 
 

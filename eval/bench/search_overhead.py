@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 from bm25_memory import synthetic
-from common import machine, run_child
-from encode import DATA, ROOT, write_results
+from common import finish, machine, run_child
+from encode import DATA, ROOT
 
 
 def bm25_child(tool: str, index: str, topics: str, k: int, repeats: int) -> dict:
@@ -156,10 +155,7 @@ def main() -> int:
             f"| {ours['warm_s']:.3f} / {theirs['warm_s']:.3f} | {row['warm_ratio']:.2f} |",
             flush=True,
         )
-    setup["load_average_end"] = os.getloadavg()
-    print(f"\nload average at the end: {setup['load_average_end']}")
-    if args.out:
-        write_results(args.out, setup, rows)
+    finish(setup, rows, args.out)
     return 0 if ok else 1
 
 
