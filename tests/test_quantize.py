@@ -133,3 +133,30 @@ def test_run_batches_one_thread_each_then_restores() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_rerank_cli_takes_the_backend(tiny_dir: Path, dl19_dir: Path, tmp_path: Path) -> None:
+    """``irkit rerank --stage cross_encoder --backend int8`` scores like ``CrossEncoder(backend="int8")``."""
+    from irkit.cli import main
+    from irkit.data.docstore import DocStore
+    from irkit.data.io import read_corpus, read_run
+
+    lines = (dl19_dir / "bm25-top100.run").read_text(encoding="utf-8").splitlines()
+    qid = lines[0].split()[0]
+    run = tmp_path / "bm25.run"
+    top = [x for x in lines if x.split()[0] == qid][:10]
+    run.write_text("\n".join(top) + "\n", encoding="utf-8")
+    wanted = {x.split()[2] for x in top}
+    store = tmp_path / "passages.sqlite"
+    DocStore.build(store, (d for d in read_corpus(dl19_dir / "passages.jsonl") if d.docid in wanted))
+    out = tmp_path / "int8.trec"
+    args = ["rerank", "--run", str(run), "--corpus", str(store), "--topics", str(dl19_dir / "topics.tsv")]
+    args += ["--stage", "cross_encoder", "--model", str(tiny_dir), "--backend", "int8", "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    docids, scores = read_run(out)[qid]
+    query = dict(line.split("\t", 1) for line in (dl19_dir / "topics.tsv").read_text().splitlines())[qid]
+    texts = [DocStore(store).get_many([d])[0].contents for d in docids]
+    int8 = CrossEncoder(str(tiny_dir), backend="int8").predict([(query, t) for t in texts])
+    fp32 = CrossEncoder(str(tiny_dir)).predict([(query, t) for t in texts])
+    np.testing.assert_allclose(scores, int8, rtol=1e-4, atol=1e-7)
+    assert np.abs(np.asarray(scores) - fp32).max() > 1e-5

@@ -8,19 +8,21 @@ never encoded without its prefix by mistake. Besides transformers folders, a nom
 (``irkit.models.nomic``) and a sentence-transformers folder with ``Dense`` layers after the
 pooling (EmbeddingGemma) load too.
 
-Speed on CPU comes from four things (per-core gains measured on 2-core AMD EPYCs with the
-piece toggled; end-to-end numbers against sentence-transformers: ``eval/results/encode.md``):
+Speed on CPU comes from four things (gains measured on 2-core AMD EPYCs with the piece
+toggled; end-to-end numbers against sentence-transformers: ``eval/results/encode.md``):
 
 * texts are tokenised once, sorted by token length and batched with dynamic padding,
-  so short texts do not pay for long ones, and at most 2,048 tokens per forward pass;
-* batches run side by side, one per core on one thread each (``irkit.models.batching``),
-  rather than each matrix product split over the cores: 1.25-1.4x on a 2-core AVX2 EPYC;
+  so short texts do not pay for long ones, with at most 2,048 tokens per forward pass;
+* batches run side by side, one per core on one torch thread each
+  (``irkit.models.batching.run_batches``), rather than every matrix product of one batch
+  split over the cores: about 1.25x on a 2-core AVX2 EPYC (Zen 3);
 * fp32 linear layers run on oneDNN's kernels with weights packed once and a BERT
   feed-forward layer's GELU fused into its first matmul (``irkit.models.onednn``, shared
   with the cross-encoder). On AVX-512 CPUs this is the big gain (about 1.8x on a Zen 5,
-  where PyTorch's default MKL matmul takes its AVX2 path on AMD); on AVX2-only CPUs both
-  libraries run AVX2 kernels at the same speed and the fused GELU is what remains (about
-  10 %), so one path serves both kinds of CPU;
+  where PyTorch's default MKL matmul takes its AVX2 path on AMD). On AVX2-only CPUs both
+  libraries run AVX2 kernels at the same speed (40-65 GFLOP/s per core on MiniLM's shapes
+  on the Zen 3) and the fused GELU leaves oneDNN a few percent ahead, so the same path
+  serves both kinds of CPU and nothing is chosen per CPU flag;
 * attention runs through PyTorch's fused scaled-dot-product kernel (the transformers
   default for BERT): about 1.8x faster than the eager implementation.
 
