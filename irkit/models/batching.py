@@ -94,8 +94,9 @@ def run_batches(batches: Iterable[T], step: Callable[[T], None]) -> None:
     pending = iter(batches)
     first = list(itertools.islice(pending, 2))
     if threads < 2 or len(first) < 2:
-        for batch in first:
-            step(batch)
+        with torch.inference_mode():
+            for batch in first:
+                step(batch)
         return
     queue, lock, failed = itertools.chain(first, pending), threading.Lock(), threading.Event()
     errors: list[BaseException] = []
@@ -120,6 +121,9 @@ def run_batches(batches: Iterable[T], step: Callable[[T], None]) -> None:
             w.start()
         for w in workers:
             w.join()
+    except BaseException:  # e.g. Ctrl-C while waiting: workers stop after their current batch
+        failed.set()
+        raise
     finally:
         torch.set_num_threads(threads)
     if errors:
