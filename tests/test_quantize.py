@@ -17,6 +17,7 @@ from irkit.errors import IrkitError
 from irkit.models.batching import TOKENS_PER_PASS, run_batches, sorted_batches
 from irkit.models.encoder import BiEncoder
 from irkit.pipeline.config import load_pipeline, to_dict, to_yaml
+from irkit.rerank.bi_encoder import BiEncoderReranker
 from irkit.rerank.cross_encoder import CrossEncoder
 
 
@@ -75,6 +76,11 @@ def test_backend_survives_yaml_round_trip(tiny_dir: Path, tmp_path: Path) -> Non
     assert isinstance(again, CrossEncoder) and again.backend == "int8"
     assert torch.ao.nn.quantized.dynamic.Linear in {type(m) for m in again.model.modules()}
     assert "backend" not in CrossEncoder(str(tiny_dir)).params()  # fp32 stays the implicit default
+
+    bi = load_pipeline({"pipeline": [{"bi_encoder": {"model": "minilm", "backend": "int8"}}]})
+    assert isinstance(bi, BiEncoderReranker) and bi.params()["backend"] == "int8"
+    assert bi.queries.model is bi.documents.model and bi.documents.backend == "int8"
+    assert load_pipeline(to_dict(bi)).params() == bi.params()
 
 
 def test_unknown_backend_is_irkit_error(tiny_dir: Path, tmp_path: Path) -> None:
