@@ -3,7 +3,7 @@
 Encodes the corpus (title + text) and the split's queries with ``BiEncoder(model, backend=...)``,
 searches all documents by inner product (exact, as FAISS Flat) and writes the top ``depth`` of
 each query as a TREC run. No index is written: it measures what int8 encoding costs in quality
-(rows ``scifact-dense-fp32`` / ``scifact-dense-int8`` of eval/regressions.yaml).
+(row ``scifact-dense-int8`` of eval/regressions.yaml, against the fp32 ``scifact-dense``).
 
     python eval/dense_backend.py --backend int8 --run runs/dense-int8.trec
 """
