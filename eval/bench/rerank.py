@@ -1,4 +1,4 @@
-"""Cross-encoder speed: irkit ``CrossEncoder.predict`` vs sentence-transformers ``CrossEncoder.predict``.
+"""Cross-encoder speed: irkit ``CrossEncoder.predict`` (fp32, int8) vs sentence-transformers ``CrossEncoder.predict``.
 
 One run each, both tools in one process, the same model and the same (query, passage) pairs:
 the 4,300 pairs of the TREC DL 2019 BM25 top-100 run (43 queries), passages as title + text.
@@ -6,10 +6,15 @@ No trained cross-encoder ships offline, so the model is the MiniLM backbone with
 one-label head (seeded, saved to a temporary directory): speed and score agreement do not
 depend on the head being trained. Scores are raw logits for both tools (sentence-transformers'
 default sigmoid is switched off). Reports pairs/s, the ratio, the largest |score difference| and
-useful GFLOP/s (matmul FLOPs at each pair's real token length) against the CPU's fp32 peak.
+useful GFLOP/s (matmul FLOPs at each pair's real token length) against the CPU's fp32 peak,
+for irkit's fp32 and int8 backends, with the date and the CPU flags (avx2 / avx512f, torch's
+``get_cpu_capability``). Exits 1 when a wall-clock ratio is below ``--min-ratio`` (default 1.3).
 
-    python eval/bench/rerank.py --limit 400           # quick
+    python eval/bench/rerank.py --limit 640           # quick
     python eval/bench/rerank.py --out rerank.json     # all 4,300 pairs
+
+To measure AVX2 kernels on an AVX-512 machine, run it under
+``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` (see eval/bench/encode.py).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encode import DATA, cpu_info, flops_per_text
+from encode import DATA, below, cpu_info, describe, flops_per_text, machine
 
 from irkit.data.io import atomic_path, read_corpus, read_run, read_topics_tsv
 from irkit.models.registry import resolve
@@ -64,7 +69,9 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass, both tools (default 32)")
     ap.add_argument("--max-length", type=int, default=512, help="token cap per pair, both tools (default 512)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the untrained head")
-    ap.add_argument("--ablate", action="store_true", help="also time irkit with oneDNN off (sorting/padding only)")
+    ap.add_argument("--ablate", action="store_true", help="also time irkit fp32 with oneDNN off")
+    ap.add_argument("--backend", action="append", choices=["fp32", "int8"], help="irkit backends (default: both)")
+    ap.add_argument("--min-ratio", type=float, default=1.3, help="exit 1 if a wall-clock ratio is lower (default 1.3)")
     ap.add_argument("--ghz", type=float, default=None, help="core clock for the peak (default: /proc/cpuinfo)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = ap.parse_args()
@@ -82,21 +89,23 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(save_model(Path(tmp) / "minilm-head", args.seed))
-        ours = CrossEncoder(model_dir, max_length=args.max_length, batch_size=args.batch_size)
         theirs = STCrossEncoder(model_dir, max_length=args.max_length, activation_fn=torch.nn.Identity(), device="cpu")
         tools = {
             "sentence-transformers": lambda p: theirs.predict(p, batch_size=args.batch_size, show_progress_bar=False),
-            "irkit": ours.predict,
         }
+        for backend in args.backend or ["fp32", "int8"]:
+            ours = CrossEncoder(model_dir, max_length=args.max_length, batch_size=args.batch_size, backend=backend)
+            tools[f"irkit {backend}"] = ours.predict
         if args.ablate:
             plain = CrossEncoder(model_dir, max_length=args.max_length, batch_size=args.batch_size, onednn=False)
-            tools["irkit, oneDNN off"] = plain.predict
+            tools["irkit fp32, oneDNN off"] = plain.predict
         for fn in tools.values():
             fn(pairs[:8])  # warm-up
 
         cfg = ours.model.config
         lengths = np.array([len(x) for x in ours.tokenize(pairs)["input_ids"]])
         flops = float(flops_per_text(lengths, cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size).sum())
+        start = machine(cpu)
         scores, seconds = {}, {}
         for tool, fn in tools.items():
             scores[tool], seconds[tool] = timed(fn, pairs)
@@ -115,12 +124,11 @@ def main() -> int:
             }
         )
     setup = {
-        "cpu": cpu["model"],
-        "cores": cpu["cores"],
+        **machine(cpu),
+        "load_average_start": start["load_average"],
         "ghz": ghz,
         "flop_per_cycle": cpu["flop_per_cycle"],
         "peak_gflops": peak,
-        "torch_threads": torch.get_num_threads(),
         "pairs": len(pairs),
         "mean_tokens": float(lengths.mean()),
         "min_tokens": int(lengths.min()),
@@ -128,12 +136,11 @@ def main() -> int:
         "gflop_per_pair": flops / len(pairs) / 1e9,
         "batch_size": args.batch_size,
         "max_length": args.max_length,
-        "load_average": os.getloadavg(),
     }
     print(
-        f"{setup['cpu']}, {cpu['cores']} cores at {ghz:.2f} GHz x {cpu['flop_per_cycle']} fp32 FLOP/cycle"
-        f" = {peak:.0f} GFLOP/s peak; torch threads {setup['torch_threads']}, batch {args.batch_size},"
-        f" load average {setup['load_average'][0]:.2f}\n"
+        f"{describe(setup)} (at start {start['load_average'][0]:.2f})\n"
+        f"peak {cpu['cores']} x {ghz:.2f} GHz x {cpu['flop_per_cycle']} fp32 FLOP/cycle = {peak:.0f} GFLOP/s;"
+        f" batch {args.batch_size}\n"
         f"{len(pairs)} DL19 pairs, {setup['mean_tokens']:.0f} tokens on average"
         f" ({setup['min_tokens']}-{setup['max_tokens']}), {setup['gflop_per_pair']:.2f} GFLOP/pair\n"
     )
@@ -147,7 +154,8 @@ def main() -> int:
     if args.out:
         with atomic_path(args.out) as tmp_out:
             tmp_out.write_text(json.dumps({"setup": setup, "results": rows}, indent=2) + "\n")
-    return 0
+    ratios = {r["tool"]: r["ratio"] for r in rows if r["tool"].startswith("irkit") and "off" not in r["tool"]}
+    return below(ratios, args.min_ratio)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,26 @@ never encoded without its prefix by mistake. Besides transformers folders, a nom
 (``irkit.models.nomic``) and a sentence-transformers folder with ``Dense`` layers after the
 pooling (EmbeddingGemma) load too.
 
-Speed on CPU comes from three things (per-core gains measured on a 2-core AMD EPYC with the
-piece toggled; end-to-end numbers against sentence-transformers: ``eval/results/encode.md``):
+Speed on CPU comes from four things (gains measured on 2-core AMD EPYCs with the piece
+toggled; end-to-end numbers against sentence-transformers: ``eval/results/encode.md``):
 
 * texts are tokenised once, sorted by token length and batched with dynamic padding,
-  so short texts do not pay for long ones;
-* fp32 linear layers run on oneDNN's kernels with weights packed once. PyTorch's default
-  CPU matmul is MKL, which on AMD CPUs takes its AVX2 code path; oneDNN picks the widest
-  instruction set the CPU has (AVX-512 where present) and stays in fp32 (about 1.8x);
-  a BERT feed-forward layer's GELU is fused into its first matmul (about 15 % more)
-  (``irkit.models.onednn``, shared with the cross-encoder);
+  so short texts do not pay for long ones, with at most 2,048 tokens per forward pass;
+* batches run side by side, one per core on one torch thread each
+  (``irkit.models.batching.run_batches``), rather than every matrix product of one batch
+  split over the cores: about 1.25x on a 2-core AVX2 EPYC (Zen 3);
+* fp32 linear layers run on oneDNN's kernels with weights packed once and a BERT
+  feed-forward layer's GELU fused into its first matmul (``irkit.models.onednn``, shared
+  with the cross-encoder). On AVX-512 CPUs this is the big gain (about 1.8x on a Zen 5,
+  where PyTorch's default MKL matmul takes its AVX2 path on AMD). On AVX2-only CPUs both
+  libraries run AVX2 kernels at the same speed (40-65 GFLOP/s per core on MiniLM's shapes
+  on the Zen 3) and the fused GELU leaves oneDNN a few percent ahead, so the same path
+  serves both kinds of CPU and nothing is chosen per CPU flag;
 * attention runs through PyTorch's fused scaled-dot-product kernel (the transformers
   default for BERT): about 1.8x faster than the eager implementation.
+
+``backend="int8"`` (opt-in) quantises the linear layers to int8 (``irkit.models.quantize``):
+faster again, vectors slightly different; its quality cost is measured in eval/regressions.yaml.
 """
 
 from __future__ import annotations
@@ -32,8 +40,9 @@ from typing import Any
 import numpy as np
 
 from irkit.errors import IrkitError
-from irkit.models.batching import evaluating, text_batches
+from irkit.models.batching import evaluating, run_batches, text_batches
 from irkit.models.onednn import OneDNNLinears
+from irkit.models.quantize import apply_backend, check_backend
 from irkit.models.registry import resolve
 
 
@@ -41,8 +50,10 @@ class BiEncoder:
     """Encode queries and documents into one vector space (sentence-transformers style).
 
     ``onednn=False`` runs the model exactly as PyTorch ships it (same results up to fp32
-    rounding; slower on CPUs where MKL does not use AVX-512). ``query_prefix`` and
-    ``document_prefix`` override the model's own prefixes ("" for none).
+    rounding; slower on CPUs where MKL does not use AVX-512). ``backend="int8"`` runs the
+    transformer's linear layers in int8 (faster, approximate, inference only; see
+    ``irkit.models.quantize``). ``query_prefix`` and ``document_prefix`` override the
+    model's own prefixes ("" for none).
     """
 
     def __init__(
@@ -53,12 +64,14 @@ class BiEncoder:
         onednn: bool = True,
         query_prefix: str | None = None,
         document_prefix: str | None = None,
+        backend: str = "fp32",
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         from irkit.models import nomic
         from irkit.models.tuned import is_artifact, load_bi_encoder
 
+        check_backend(backend)  # before loading the model
         path = resolve(model)
         dense_layers: list[Any] = []  # sentence-transformers ``Dense`` layers after pooling
         prompts: dict[str, str] = {}
@@ -77,7 +90,7 @@ class BiEncoder:
                 f"cannot load encoder {model!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "
                 "pass a local model directory, a registered name or a cached hub id"
             ) from None
-        self._setup(str(model), net, tokenizer, max_length, normalize, onednn, dense_layers)
+        self._setup(str(model), net, tokenizer, max_length, normalize, onednn, dense_layers, backend)
         self.query_prefix = prompts.get("query", "") if query_prefix is None else query_prefix
         self.document_prefix = prompts.get("document", "") if document_prefix is None else document_prefix
 
@@ -89,11 +102,21 @@ class BiEncoder:
         return self
 
     def _setup(
-        self, name: str, model: Any, tokenizer: Any, max_length: int, normalize: bool, onednn: bool, dense: list[Any]
+        self,
+        name: str,
+        model: Any,
+        tokenizer: Any,
+        max_length: int,
+        normalize: bool,
+        onednn: bool,
+        dense: list[Any],
+        backend: str = "fp32",
     ) -> None:
         import torch
 
-        self.name, self.model, self.tokenizer = name, model, tokenizer
+        self.name, self.model, self.tokenizer = name, apply_backend(model, backend), tokenizer
+        #: ``fp32`` or ``int8`` (``irkit.models.quantize``); int8 changes the vectors
+        self.backend = backend
         #: sentence-transformers ``Dense`` layers applied to the pooled vector, in order
         self.dense_layers = dense
         self.query_prefix: str = ""
@@ -141,9 +164,13 @@ class BiEncoder:
         if not texts:
             return out
         batches = text_batches(self.tokenizer, texts, self.max_length, batch_size, "encode", show_progress)
+
+        def step(batch: tuple[np.ndarray, dict[str, Any], Any]) -> None:
+            idx, inputs, mask = batch
+            out[idx] = self.vectors(inputs["input_ids"], mask).numpy()
+
         with evaluating(self.model), self._fast(self.model):
-            for idx, inputs, mask in batches:
-                out[idx] = self.vectors(inputs["input_ids"], mask).numpy()
+            run_batches(batches, step)
         return out
 
     def embed(self, texts: Sequence[str]) -> Any:

@@ -5,6 +5,10 @@ oneDNN picks the widest instruction set present (AVX-512 where the CPU has it) a
 stays in fp32. Weights are packed once per layer; a BERT feed-forward block
 (``dense`` then exact GELU) runs as one call with the GELU fused in. Results equal
 PyTorch's up to fp32 rounding (~1e-7).
+
+On AVX2-only CPUs both libraries run AVX2 kernels at about the same speed (measured on
+MiniLM's shapes on a Zen 3 EPYC), and the fused GELU keeps oneDNN a few percent ahead, so
+this path is used on every x86 CPU rather than chosen per instruction set.
 """
 
 from __future__ import annotations

@@ -26,18 +26,24 @@ if TYPE_CHECKING:
 class BiEncoderReranker(Reranker):
     """``bm25 % 100 >> BiEncoderReranker("minilm")``: cosine of each candidate to its query; YAML ``{bi_encoder: {}}``.
 
-    ``max_length`` caps documents, ``query_max_length`` queries (default: the same).
+    ``max_length`` caps documents, ``query_max_length`` queries (default: the same);
+    ``backend="int8"`` encodes both with int8 linear layers (``irkit.models.quantize``).
     """
 
     name = "bi_encoder"
 
     def __init__(
-        self, model: str = "minilm", max_length: int = 256, query_max_length: int | None = None, batch_size: int = 32
+        self,
+        model: str = "minilm",
+        max_length: int = 256,
+        query_max_length: int | None = None,
+        batch_size: int = 32,
+        backend: str = "fp32",
     ) -> None:
         from irkit.models.encoder import BiEncoder
 
         self.model_name = str(model)
-        self._setup(BiEncoder(self.model_name, max_length=max_length), query_max_length, batch_size)
+        self._setup(BiEncoder(self.model_name, max_length=max_length, backend=backend), query_max_length, batch_size)
 
     @classmethod
     def from_model(
@@ -71,7 +77,8 @@ class BiEncoderReranker(Reranker):
         p: dict[str, Any] = {"model": self.model_name, "max_length": self.documents.max_length}
         if self.queries.max_length != self.documents.max_length:
             p["query_max_length"] = self.queries.max_length
-        return {**p, "batch_size": self.batch_size}
+        p["batch_size"] = self.batch_size
+        return p if self.documents.backend == "fp32" else {**p, "backend": self.documents.backend}
 
     def score(self, query: str, docs: Sequence[Doc | str]) -> np.ndarray:
         return self.score_batch([(query, docs)])[0]

@@ -62,6 +62,7 @@ every block, before the residual + LayerNorm), ``lora`` (``peft`` LoRA on query 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -202,8 +203,22 @@ class TunedEncoder(nn.Module):
                 p.requires_grad_(name.endswith(".bias"))
         # only the side network keeps every trainable module out of the backbone: it alone needs no autograd there
         self._backbone_grad = method != "side"
-        self._deltas: list[torch.Tensor | None] | None = None  # in-block adapter outputs of the current forward
+        # in-block adapter outputs of the forward running in each thread (threads may share the model:
+        # irkit.models.batching.run_batches runs batches side by side)
+        self._deltas_by_thread: dict[int, list[torch.Tensor | None]] = {}
         self._tap_cache: dict[bytes, torch.Tensor] | None = None
+
+    @property
+    def _deltas(self) -> list[torch.Tensor | None] | None:
+        """The in-block adapter outputs of this thread's current forward (None outside one)."""
+        return self._deltas_by_thread.get(threading.get_ident())
+
+    @_deltas.setter
+    def _deltas(self, value: list[torch.Tensor | None] | None) -> None:
+        if value is None:
+            self._deltas_by_thread.pop(threading.get_ident(), None)
+        else:
+            self._deltas_by_thread[threading.get_ident()] = value
 
     def enable_tap_cache(self, enabled: bool = True) -> None:
         """Side network only: remember the frozen backbone's layer outputs per input sequence.
