@@ -231,3 +231,26 @@ def test_short_result_lists_keep_only_found_documents(ivfpq: Path, scifact_slice
         found = rows[i][rows[i] >= 0]
         assert ranking[q][0] == [dense.index.docids[r] for r in found]
         assert len(ranking[q][1]) == len(found)
+
+
+def test_int8_index_records_its_backend_and_queries_follow_it(tmp_path: Path, docs: list, scifact_slice: Path) -> None:
+    """``irkit index build --backend int8``: the manifest says int8 (an fp32 one says nothing), and
+    ``Dense`` encodes queries with int8 too, so scores are int8 query · int8 document vectors."""
+    out = tmp_path / "int8"
+    argv = ["index", "build", "--type", "dense", "--out", str(out), "--max-length", "64", "--backend", "int8"]
+    assert main([*argv, "--corpus", str(_corpus(scifact_slice, tmp_path / "c.jsonl", 20))]) == 0
+    index = DenseIndex.load(out)
+    assert index.manifest["build"]["backend"] == "int8"
+    dense = Dense(out)
+    assert dense.encoder.backend == "int8"
+    queries = load_dataset(scifact_slice, "test").queries
+    vectors = dense.encoder.encode_queries([queries[q] for q in queries])
+    ranking = dense(queries)
+    stored = index.vectors()
+    for i, q in enumerate(queries):
+        docids, scores = ranking[q]
+        rows = [index.docids.index(d) for d in docids]
+        assert np.allclose(scores, stored[rows] @ vectors[i], atol=1e-5)
+    fp32 = build_dense_index(docs[:20], tmp_path / "fp32", max_length=64, show_progress=False)
+    assert "backend" not in fp32.manifest["build"]
+    assert not np.allclose(fp32.vectors(), stored[[index.docids.index(d) for d in fp32.docids]], atol=1e-4)

@@ -172,6 +172,7 @@ def build_dense_index(
     executor: str = "local",
     workers: int = 2,
     address: str | None = None,
+    backend: str = "fp32",
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> DenseIndex:
@@ -184,6 +185,9 @@ def build_dense_index(
     rerun with the same arguments. ``executor="ray"`` encodes the chunks on ``workers`` Ray
     actors (a local cluster unless ``address`` names one) into the same checkpoints, so the
     index is the same as the in-process one and either kind of build resumes the other.
+    ``backend="int8"`` encodes with dynamically quantised linear layers (faster on CPUs; its
+    quality cost is in eval/RESULTS.md); the manifest records it and ``Dense`` then encodes
+    queries the same way.
     """
     from irkit.models.encoder import BiEncoder
 
@@ -194,7 +198,7 @@ def build_dense_index(
     work.mkdir(parents=True, exist_ok=True)
     try:
         store, fingerprint = build_docstore(work / DOCSTORE, docs_of(corpus_or_docs))
-        encoder = BiEncoder(model, max_length=max_length)
+        encoder = BiEncoder(model, max_length=max_length, backend=backend)
         # reject a bad factory string, or one the corpus is too small to train, before encoding
         probe = make_faiss_index(encoder.dim, factory)
         if not probe.is_trained and len(store) < train_size(probe):
@@ -204,6 +208,9 @@ def build_dense_index(
         if isinstance(e, IrkitError) or not any(work.glob("vectors-*.npy")):
             shutil.rmtree(work, ignore_errors=True)  # user error, or nothing encoded yet: nothing to resume
         raise
+    # int8 vectors differ from fp32 ones: recorded (and kept apart on resume) only when not fp32,
+    # so fp32 manifests stay as they were
+    quantised = {"backend": backend} if backend != "fp32" else {}
     key = {
         "model": encoder.name,
         "document_prefix": encoder.document_prefix,
@@ -212,6 +219,7 @@ def build_dense_index(
         "chunk_size": chunk_size,
         "corpus_sha256": fingerprint,
         "doc_count": len(store),
+        **quantised,
     }
     reset_stale_work(work, key, "vectors-*.npy")
 
@@ -220,7 +228,7 @@ def build_dense_index(
     if executor == "ray":  # each actor loads the encoder once; the one here only checked the settings
         from irkit._ray import write_chunks
 
-        remote = functools.partial(_open_shard_writer, str(work / DOCSTORE), model, max_length, batch_size)
+        remote = functools.partial(_open_shard_writer, str(work / DOCSTORE), model, max_length, batch_size, backend)
         elsewhere = functools.partial(write_chunks, make_writer=remote, workers=workers, address=address)
     shards = encode_in_chunks(
         work,
@@ -258,7 +266,7 @@ def build_dense_index(
                 "factory": factory,
                 "doc_count": len(docids),
                 "corpus_sha256": fingerprint,
-                "build": {"batch_size": batch_size, "max_length": max_length, "chunk_size": chunk_size},
+                "build": {"batch_size": batch_size, "max_length": max_length, "chunk_size": chunk_size, **quantised},
             },
         )
     shutil.rmtree(work, ignore_errors=True)
@@ -276,12 +284,12 @@ def _shard_writer(store: DocStore, encoder: Any, batch_size: int) -> Callable[[P
 
 
 def _open_shard_writer(
-    docstore: str, model: str, max_length: int, batch_size: int
+    docstore: str, model: str, max_length: int, batch_size: int, backend: str
 ) -> Callable[[Path, list[str]], None]:
     """The shard writer of a Ray actor, which opens the build's DocStore and loads the encoder itself."""
     from irkit.models.encoder import BiEncoder
 
-    return _shard_writer(DocStore(docstore), BiEncoder(model, max_length=max_length), batch_size)
+    return _shard_writer(DocStore(docstore), BiEncoder(model, max_length=max_length, backend=backend), batch_size)
 
 
 def _valid_shard(path: Path, rows: int, dim: int) -> bool:

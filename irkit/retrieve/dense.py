@@ -48,7 +48,8 @@ class Dense(Retriever):
         if self.search_params:
             self.index.set_search_params(self.search_params)
         model = self.model or self.index.model
-        self.encoder = BiEncoder(model, max_length=int(self.index.manifest["build"]["max_length"]))
+        build = self.index.manifest["build"]  # queries are encoded as the documents were (length, backend)
+        self.encoder = BiEncoder(model, max_length=int(build["max_length"]), backend=build.get("backend", "fp32"))
         if self.encoder.dim != self.index.dim:
             raise IrkitError(
                 f"encoder {model!r} gives {self.encoder.dim}-dimensional vectors, but the index holds "
