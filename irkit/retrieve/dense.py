@@ -116,8 +116,9 @@ class Dense(Retriever):
             self._docids = np.array(self.index.docids, dtype=object)
         # one vectorised lookup for all queries: a Python loop per hit costs as much as a 5k-doc Flat search
         found, scores = self._docids[rows].tolist(), scores.astype(np.float64)
-        results = {}
-        for i, q in enumerate(qids):
-            n = int(np.count_nonzero(rows[i] >= 0))  # FAISS pads the end with -1 when fewer than k are found
-            results[q] = (found[i][:n], scores[i, :n])
+        if (rows[:, -1] >= 0).all():  # the usual case: every list is full
+            results = {q: (found[i], scores[i]) for i, q in enumerate(qids)}
+        else:  # FAISS pads the end of a list with -1 when it finds fewer than k
+            counts = np.count_nonzero(rows >= 0, axis=1)
+            results = {q: (found[i][: counts[i]], scores[i, : counts[i]]) for i, q in enumerate(qids)}
         return Ranking(results, queries, self.index.docstore)
