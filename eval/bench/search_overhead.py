@@ -9,10 +9,12 @@
   would only dilute the ratio). Flat is the index on disk; HNSW32 (efSearch=128) is built in
   memory from its vectors.
 
-Every (tool, index) pair runs in a fresh process, so "first call" is a real first call. Indexes:
+Every (tool, index) pair runs in a fresh process, so "first call" is a real first call; the
+pair runs ``--rounds`` times, the two tools in alternating order (whichever runs first must
+not gain or lose from what the machine did before), and each figure is the median over rounds. Indexes:
 ``indexes/scifact-bm25`` and ``indexes/scifact-minilm`` (300 SciFact test queries; built by
 ``irkit index build`` or the integration tests), and the 200k-document synthetic BM25 index of
-``bm25_memory.py`` (1,000 topics; built under ``--work`` when missing).
+``bm25_memory.py`` (its first 300 topics; built under ``--work`` when missing).
 
     nice -n 0 flock /work/notes/bench.lock python eval/bench/search_overhead.py --out eval/results/search_overhead.json
 
@@ -87,7 +89,8 @@ def _calls(call, repeats: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--k", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=5, help="warm calls after the first (median reported)")
+    ap.add_argument("--repeats", type=int, default=3, help="warm calls after the first (median reported)")
+    ap.add_argument("--rounds", type=int, default=2, help="fresh-process runs per tool, in alternating order")
     ap.add_argument("--work", type=Path, default=Path("/tmp/irkit-bm25-memory"), help="synthetic BM25 index")
     ap.add_argument("--max-ratio", type=float, default=1.10)
     ap.add_argument("--out", type=Path, default=None)
@@ -106,7 +109,9 @@ def main() -> int:
     scifact_topics = args.work / "scifact-test.tsv"
     queries = load_dataset(DATA / "beir" / "scifact", "test").queries
     scifact_topics.write_text("".join(f"{q}\t{queries[q]}\n" for q in queries), encoding="utf-8")
-    corpus, synthetic_topics = synthetic(args.work, 200_000, 1000)
+    corpus, all_topics = synthetic(args.work, 200_000, 1000)
+    synthetic_topics = args.work / "topics-first300.tsv"
+    synthetic_topics.write_text("".join(all_topics.read_text(encoding="utf-8").splitlines(True)[:300]), "utf-8")
     synthetic_index = args.work / "bm25-200000"
     if not synthetic_index.exists():
         from irkit.index.bm25 import build_bm25_index
@@ -114,7 +119,7 @@ def main() -> int:
         build_bm25_index(corpus, synthetic_index, show_progress=False)
     cases = [
         ("bm25", "SciFact BM25, 300 queries", [str(ROOT / "indexes" / "scifact-bm25"), str(scifact_topics)]),
-        ("bm25", "synthetic 200k-doc BM25, 1,000 queries", [str(synthetic_index), str(synthetic_topics)]),
+        ("bm25", "synthetic 200k-doc BM25, 300 queries", [str(synthetic_index), str(synthetic_topics)]),
         (
             "dense",
             "SciFact Flat (MiniLM), 300 queries",
@@ -129,6 +134,7 @@ def main() -> int:
     setup = machine(
         k=args.k,
         repeats=args.repeats,
+        rounds=args.rounds,
     )
     print(f"k = {args.k}\n")
     print(
@@ -138,8 +144,11 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     rows, ok = [], True
     for kind, label, params in cases:
-        ours = run_child(__file__, kind, "irkit", *params, str(args.k), str(args.repeats))
-        theirs = run_child(__file__, kind, "direct", *params, str(args.k), str(args.repeats))
+        runs: dict[str, list[dict]] = {"irkit": [], "direct": []}
+        for r in range(args.rounds):
+            for tool in ("irkit", "direct")[:: 1 if r % 2 == 0 else -1]:
+                runs[tool].append(run_child(__file__, kind, tool, *params, str(args.k), str(args.repeats)))
+        ours, theirs = ({f: statistics.median(x[f] for x in runs[t]) for f in runs[t][0]} for t in ("irkit", "direct"))
         row = {
             "search": label,
             "irkit": ours,
