@@ -72,8 +72,8 @@ def test_ray_build_resumes_a_killed_build_and_equals_the_in_process_build(
     args = ["index", "build", "--type", "dense", "--corpus", str(corpus), "--out", str(out)]
     assert main([*args, "--chunk-size", str(CHUNK), "--executor", "ray", "--workers", "2"]) == 0
     progress = capfd.readouterr().err
-    assert "Started a local Ray instance" in progress
-    assert not ray.is_initialized()  # the cluster it started is shut down
+    assert not ray.is_initialized()  # the cluster it started is shut down (Ray's own start-up line is
+    # printed only by the first ray.init of a process, so it is no evidence here)
     assert fatal_signal_handlers() == handlers  # and the JVM's SIGSEGV handler survives it
     first = re.search(rf"(\d+)/{DOCS}", progress)
     assert first is not None and int(first.group(1)) == finished * CHUNK, progress

@@ -4,7 +4,6 @@ all-MiniLM-L6-v2 on real SciFact texts for agreement. Speed is measured in eval/
 from __future__ import annotations
 
 import itertools
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -107,38 +106,25 @@ def test_sorted_batches_respect_the_token_budget() -> None:
     assert TOKENS_PER_PASS >= 512  # one 512-token pair still makes a batch of its own
 
 
-def test_run_batches_one_thread_each_then_restores() -> None:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        done: list[int] = []
-        threads: dict[int, set[str]] = {}
-        lock = threading.Lock()
+def test_run_batches_runs_every_batch_in_order_under_inference_mode() -> None:
+    done: list[int] = []
 
-        def step(i: int) -> None:
-            with lock:
-                done.append(i)
-                threads.setdefault(torch.get_num_threads(), set()).add(threading.current_thread().name)
-            assert torch.is_inference_mode_enabled()
+    def step(i: int) -> None:
+        assert torch.is_inference_mode_enabled()
+        done.append(i)
 
-        run_batches(range(10), step)
-        assert sorted(done) == list(range(10)) and set(threads) == {1}
-        assert all(name.startswith("irkit-batch-") for name in threads[1])
-        assert torch.get_num_threads() == 2
+    run_batches(range(10), step)
+    assert done == list(range(10))
 
-        single: list[int] = []
-        run_batches([0], lambda _: single.append(torch.get_num_threads()))  # one batch: all threads on it
-        assert single == [2]
+    def failing(i: int) -> None:
+        if i == 3:
+            raise ValueError("batch 3 broke")
+        done.append(i)
 
-        def failing(i: int) -> None:
-            if i == 3:
-                raise ValueError("batch 3 broke")
-
-        with pytest.raises(ValueError, match="batch 3 broke"):
-            run_batches(range(8), failing)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    done.clear()
+    with pytest.raises(ValueError, match="batch 3 broke"):
+        run_batches(range(8), failing)
+    assert done == [0, 1, 2]
 
 
 def test_rerank_cli_takes_the_backend(tiny_dir: Path, dl19_dir: Path, tmp_path: Path) -> None:
