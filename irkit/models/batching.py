@@ -1,13 +1,9 @@
-"""Length-sorted batches with dynamic padding, run on all cores; shared by the bi- and cross-encoder.
+"""Length-sorted batches with dynamic padding, shared by the bi-encoder and the cross-encoder.
 
 Sorting inputs by their exact token length and padding each batch only to its own longest
 row means short texts never pay for long ones (the main cost on variable-length input).
 A batch also holds at most ``TOKENS_PER_PASS`` tokens (padding included), so a pass over
-long texts keeps its activations small, and ``run_batches`` runs whole batches side by side,
-one per core, instead of splitting every matrix product of one batch over the cores: on a
-2-core AVX2 EPYC that was 1.25x faster per batch of SciFact abstracts (no thread barrier
-after each of the ~100 ops of a forward pass, and a core that another process holds up
-delays only its own batch). Measurements: ``eval/results/encode.md``.
+long texts keeps its activations small; ``run_batches`` runs the batches in turn.
 """
 
 from __future__ import annotations
@@ -80,7 +76,7 @@ def evaluating(model: Any) -> Iterator[None]:
 def run_batches(batches: Iterable[T], step: Callable[[T], None]) -> None:
     """``step(batch)`` for every batch in turn, under ``torch.inference_mode``, on all of torch's threads.
 
-    Running batches side by side (one per core, one torch thread each) was 1.1-1.2x faster on a
+    Running batches side by side (one per core, one torch thread each) was about 1.25x faster on a
     2-core AVX2 CPU, but its floating-point results differed from a single-threaded run, so a Ray
     build (one thread per actor) no longer equalled the in-process one: it is off until that is solved.
     """
