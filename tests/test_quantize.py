@@ -4,6 +4,7 @@ all-MiniLM-L6-v2 on real SciFact texts for agreement. Speed is measured in eval/
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -106,25 +107,66 @@ def test_sorted_batches_respect_the_token_budget() -> None:
     assert TOKENS_PER_PASS >= 512  # one 512-token pair still makes a batch of its own
 
 
-def test_run_batches_runs_every_batch_in_order_under_inference_mode() -> None:
-    done: list[int] = []
+def test_run_batches_one_thread_each_then_restores() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        done: list[int] = []
+        threads: dict[int, set[str]] = {}
+        lock = threading.Lock()
 
-    def step(i: int) -> None:
-        assert torch.is_inference_mode_enabled()
-        done.append(i)
+        def step(i: int) -> None:
+            with lock:
+                done.append(i)
+                threads.setdefault(torch.get_num_threads(), set()).add(threading.current_thread().name)
+            assert torch.is_inference_mode_enabled()
 
-    run_batches(range(10), step)
-    assert done == list(range(10))
+        run_batches(range(10), step)
+        assert sorted(done) == list(range(10)) and set(threads) == {1}
+        assert all(name.startswith("irkit-batch-") for name in threads[1])
+        assert torch.get_num_threads() == 2
 
-    def failing(i: int) -> None:
-        if i == 3:
-            raise ValueError("batch 3 broke")
-        done.append(i)
+        single: list[int] = []
+        run_batches([0], lambda _: single.append(torch.get_num_threads()))  # one batch: all threads on it
+        assert single == [2]
 
-    done.clear()
-    with pytest.raises(ValueError, match="batch 3 broke"):
-        run_batches(range(8), failing)
-    assert done == [0, 1, 2]
+        def failing(i: int) -> None:
+            if i == 3:
+                raise ValueError("batch 3 broke")
+
+        with pytest.raises(ValueError, match="batch 3 broke"):
+            run_batches(range(8), failing)
+        assert torch.get_num_threads() == 2
+        assert not [t for t in threading.enumerate() if t.name.startswith("irkit-batch-")]  # none outlives it
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_run_batches_on_one_thread_runs_every_batch_in_order() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a one-CPU Ray actor
+    try:
+        done: list[int] = []
+        run_batches(range(10), done.append)
+        assert done == list(range(10))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threaded_batches_equal_a_single_thread_run(scifact_dir: Path) -> None:
+    """MiniLM on 200 real abstracts: batches side by side give the vectors of one thread, bit for bit
+    (what lets one-thread Ray actors reproduce an in-process build), for fp32 and int8."""
+    texts = [d.contents for d in itertools.islice(read_corpus(scifact_dir / "corpus.jsonl"), 200)]
+    before = torch.get_num_threads()
+    try:
+        for backend in ("fp32", "int8"):
+            encoder = BiEncoder("minilm", backend=backend)
+            torch.set_num_threads(2)
+            side_by_side = encoder.encode(texts)
+            torch.set_num_threads(1)
+            assert np.array_equal(side_by_side, encoder.encode(texts)), backend
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_rerank_cli_takes_the_backend(tiny_dir: Path, dl19_dir: Path, tmp_path: Path) -> None:

@@ -3,12 +3,14 @@
 Sorting inputs by their exact token length and padding each batch only to its own longest
 row means short texts never pay for long ones (the main cost on variable-length input).
 A batch also holds at most ``TOKENS_PER_PASS`` tokens (padding included), so a pass over
-long texts keeps its activations small; ``run_batches`` runs the batches in turn.
+long texts keeps its activations small; ``run_batches`` runs one batch per core.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -74,17 +76,62 @@ def evaluating(model: Any) -> Iterator[None]:
 
 
 def run_batches(batches: Iterable[T], step: Callable[[T], None]) -> None:
-    """``step(batch)`` for every batch in turn, under ``torch.inference_mode``, on all of torch's threads.
+    """``step(batch)`` for every batch: one batch per core at a time, each on one torch thread.
 
-    Running batches side by side (one per core, one torch thread each) was about 1.25x faster on a
-    2-core AVX2 CPU, but its floating-point results differed from a single-threaded run, so a Ray
-    build (one thread per actor) no longer equalled the in-process one: it is off until that is solved.
+    With torch set to N > 1 threads and at least two batches, N worker threads each take the
+    next batch and run it single-threaded (torch's thread count is 1 meanwhile and restored
+    after); otherwise the batches run in turn on all of torch's threads (e.g. one batch of
+    queries). A batch gives the same floating-point result either way, so an in-process run
+    equals a one-thread Ray actor's. Steps run under ``torch.inference_mode``; the first error
+    (or a Ctrl-C) stops the workers taking new batches, waits for their current one, and is raised here.
     """
     import torch
 
-    with torch.inference_mode():
-        for batch in batches:
-            step(batch)
+    threads = torch.get_num_threads()
+    pending = iter(batches)
+    first = list(itertools.islice(pending, 2))
+    queue = itertools.chain(first, pending)
+    if threads < 2 or len(first) < 2:
+        with torch.inference_mode():
+            for batch in queue:
+                step(batch)
+        return
+    lock, failed = threading.Lock(), threading.Event()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        # OpenMP's thread count belongs to each thread: without this, oneDNN in a new thread
+        # takes the process default and splits the batch's products, changing their rounding
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            while not failed.is_set():
+                with lock:
+                    batch = next(queue, None)
+                if batch is None:
+                    return
+                try:
+                    step(batch)
+                except BaseException as e:  # re-raised in the calling thread below
+                    errors.append(e)
+                    failed.set()
+
+    workers = [threading.Thread(target=worker, name=f"irkit-batch-{i}") for i in range(threads)]
+    torch.set_num_threads(1)
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    except BaseException:  # e.g. Ctrl-C while waiting: no worker may outlive this call
+        failed.set()
+        for w in workers:
+            if w.is_alive():
+                w.join()
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    if errors:
+        raise errors[0]
 
 
 def text_batches(

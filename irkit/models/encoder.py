@@ -13,6 +13,9 @@ toggled; end-to-end numbers against sentence-transformers: ``eval/results/encode
 
 * texts are tokenised once, sorted by token length and batched with dynamic padding,
   so short texts do not pay for long ones, with at most 2,048 tokens per forward pass;
+* batches run side by side, one per core on one torch thread each
+  (``irkit.models.batching.run_batches``), rather than every matrix product of one batch
+  split over the cores, which pays a thread hand-off per product;
 * fp32 linear layers run on oneDNN's kernels with weights packed once and a BERT
   feed-forward layer's GELU fused into its first matmul (``irkit.models.onednn``, shared
   with the cross-encoder). On AVX-512 CPUs this is the big gain (about 1.8x on a Zen 5,

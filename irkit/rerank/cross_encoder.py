@@ -5,6 +5,7 @@ directory or a hub id). Speed on CPU (measured in ``eval/bench/rerank.py``):
 
 * pairs are tokenised once, sorted by token length and cut into batches padded only
   to their own longest pair, so short pairs never pay for long ones;
+* batches run side by side, one per core (``irkit.models.batching.run_batches``);
 * fp32 linear layers run on oneDNN with packed weights (``irkit.models.onednn``),
   which uses AVX-512 where PyTorch's default MKL path on AMD CPUs does not.
 

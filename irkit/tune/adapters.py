@@ -203,7 +203,8 @@ class TunedEncoder(nn.Module):
                 p.requires_grad_(name.endswith(".bias"))
         # only the side network keeps every trainable module out of the backbone: it alone needs no autograd there
         self._backbone_grad = method != "side"
-        # in-block adapter outputs of the forward running in each thread (threads may share the model)
+        # in-block adapter outputs of the forward running in each thread (threads may share the model:
+        # irkit.models.batching.run_batches runs batches side by side)
         self._deltas_by_thread: dict[int, list[torch.Tensor | None]] = {}
         self._tap_cache: dict[bytes, torch.Tensor] | None = None
 
