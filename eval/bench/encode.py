@@ -1,6 +1,7 @@
 """Dense encoding speed: irkit ``BiEncoder.encode`` (fp32 and int8) vs sentence-transformers ``encode``.
 
-One run, all tools in one process, the same weights (all-MiniLM-L6-v2 as bundled by irkit),
+All tools in one process, each timed over ``--rounds`` passes in alternating order (the
+median is reported), the same weights (all-MiniLM-L6-v2 as bundled by irkit),
 max length 256, normalised vectors, the same batch size, on SciFact (title + text, long) and
 the TREC DL 2019 passages (short). Reports docs/s and the wall-clock ratio to
 sentence-transformers for irkit's fp32 and int8 backends, docs per CPU-second of this
@@ -26,8 +27,11 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -125,10 +129,27 @@ def timed(fn, texts: list[str]) -> tuple[np.ndarray, float, float]:
     return out, time.perf_counter() - start, time.process_time() - cpu
 
 
+def timed_rounds(tools: dict[str, Callable], inputs: list, rounds: int) -> dict[str, tuple[Any, float, float]]:
+    """Each tool's first output and its median wall and CPU seconds over ``rounds`` passes.
+
+    The tools' order is reversed every other round, so none gains or loses from always
+    running first or last, and the median discards a pass a noisy neighbour slowed down.
+    """
+    names, passes = list(tools), {name: [] for name in tools}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            passes[name].append(timed(tools[name], inputs))
+    return {
+        name: (got[0][0], statistics.median(p[1] for p in got), statistics.median(p[2] for p in got))
+        for name, got in passes.items()
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=None, help="first N docs of each corpus (quick run)")
     ap.add_argument("--batch-size", type=int, default=32, help="texts per forward pass, both tools (default 32)")
+    ap.add_argument("--rounds", type=int, default=3, help="timed passes per tool, order alternating (default 3)")
     ap.add_argument("--corpus", action="append", choices=sorted(CORPORA), help="repeatable; default: all")
     ap.add_argument("--backend", action="append", choices=["fp32", "int8"], help="irkit backends (default: both)")
     ap.add_argument("--ghz", type=float, default=None, help="core clock for the peak (default: /proc/cpuinfo)")
@@ -166,7 +187,7 @@ def main() -> int:
         texts = [d.contents for d in read_corpus(CORPORA[name])][: args.limit]
         lengths = np.array([len(x) for x in tokenizer(texts, truncation=True, max_length=256)["input_ids"]])
         flops = float(flops_per_text(lengths, cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size).sum())
-        results = {tool: timed(fn, texts) for tool, fn in tools.items()}
+        results = timed_rounds(tools, texts, args.rounds)
         ref, st_seconds, st_cpu = results["sentence-transformers"]
         for tool, (vectors, seconds, cpu_seconds) in results.items():
             cosine = (vectors * ref).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(ref, axis=1))
@@ -197,6 +218,7 @@ def main() -> int:
         "peak_gflops": peak,
         "batch_size": args.batch_size,
         "limit": args.limit,
+        "rounds": args.rounds,
     }
     print(
         f"{describe(setup)} (at start {start['load_average'][0]:.2f})\n"

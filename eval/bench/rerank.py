@@ -1,6 +1,7 @@
 """Cross-encoder speed: irkit ``CrossEncoder.predict`` (fp32, int8) vs sentence-transformers ``CrossEncoder.predict``.
 
-One run each, both tools in one process, the same model and the same (query, passage) pairs:
+All tools in one process, each timed over ``--rounds`` passes in alternating order (the median
+is reported), the same model and the same (query, passage) pairs:
 the 4,300 pairs of the TREC DL 2019 BM25 top-100 run (43 queries), passages as title + text.
 No trained cross-encoder ships offline, so the model is the MiniLM backbone with an untrained
 one-label head (seeded, saved to a temporary directory): speed and score agreement do not
@@ -24,13 +25,12 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encode import DATA, below, cpu_info, describe, flops_per_text, machine
+from encode import DATA, below, cpu_info, describe, flops_per_text, machine, timed_rounds
 
 from irkit.data.io import atomic_path, read_corpus, read_run, read_topics_tsv
 from irkit.models.registry import resolve
@@ -57,16 +57,11 @@ def save_model(out: Path, seed: int) -> Path:
     return out
 
 
-def timed(fn, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, float]:
-    start = time.perf_counter()
-    out = np.asarray(fn(pairs), dtype=np.float32)
-    return out, time.perf_counter() - start
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=None, help="first N pairs (quick run)")
     ap.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass, both tools (default 32)")
+    ap.add_argument("--rounds", type=int, default=3, help="timed passes per tool, order alternating (default 3)")
     ap.add_argument("--max-length", type=int, default=512, help="token cap per pair, both tools (default 512)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the untrained head")
     ap.add_argument("--ablate", action="store_true", help="also time irkit fp32 with oneDNN off")
@@ -106,9 +101,9 @@ def main() -> int:
         lengths = np.array([len(x) for x in ours.tokenize(pairs)["input_ids"]])
         flops = float(flops_per_text(lengths, cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size).sum())
         start = machine(cpu)
-        scores, seconds = {}, {}
-        for tool, fn in tools.items():
-            scores[tool], seconds[tool] = timed(fn, pairs)
+        passes = timed_rounds(tools, pairs, args.rounds)
+        scores = {tool: np.asarray(out, dtype=np.float32) for tool, (out, _, _) in passes.items()}
+        seconds = {tool: wall for tool, (_, wall, _) in passes.items()}
 
     ref = scores["sentence-transformers"]
     rows = []
@@ -136,6 +131,7 @@ def main() -> int:
         "gflop_per_pair": flops / len(pairs) / 1e9,
         "batch_size": args.batch_size,
         "max_length": args.max_length,
+        "rounds": args.rounds,
     }
     print(
         f"{describe(setup)} (at start {start['load_average'][0]:.2f})\n"
