@@ -332,7 +332,7 @@ def end_to_end(args: argparse.Namespace, setup: dict, data: dict, res: dict, bud
         same = 0
         for q, (rows, scores) in zip(qids, pools, strict=True):
             order = np.argsort(-scores, kind="stable")[:50]
-            same += run[q][0] == [index.docids[i] for i in rows[order]]
+            same += list(run[q][0]) == [index.docids[i] for i in rows[order]]
         out[name] = {
             "params": params,
             "queries": len(qids),

@@ -81,7 +81,7 @@ def retrieve(kind: str, queries: Queries, name: str) -> Ranking:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for q, (d, s) in run.items():
-            f.write(json.dumps({"qid": q, "docids": d, "scores": s.tolist()}) + "\n")
+            f.write(json.dumps({"qid": q, "docids": list(d), "scores": s.tolist()}) + "\n")
     tmp.replace(path)
     return run
 

@@ -124,7 +124,7 @@ def run(path: Path, tmp: Path) -> None:
         write_run(ranking, tmp / "out.trec")
         again = read_run(tmp / "out.trec")
     for q, (docids, scores) in ranking.items():
-        assert again[q][0] == docids
+        assert list(again[q][0]) == list(docids)
         assert np.allclose(again[q][1], scores, rtol=1e-9, atol=1e-6)
 
 

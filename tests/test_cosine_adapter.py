@@ -213,11 +213,11 @@ def test_filter_keeps_a_prefix_in_order_and_maps_monotonically(
     assert list(kept) == list(raw)
     for q, (docids, scores) in raw.items():
         probs = calibrated[q][1]
-        assert calibrated[q][0] == docids and ((probs > 0) & (probs < 1)).all()
+        assert list(calibrated[q][0]) == list(docids) and ((probs > 0) & (probs < 1)).all()
         distinct = np.diff(scores) < 0
         assert (np.diff(probs)[distinct] < 0).all() and (np.diff(probs)[~distinct] == 0).all()
         k = int((probs >= flt.tau).sum())
-        assert kept[q][0] == docids[:k]  # monotone map + one threshold keeps a prefix, in order
+        assert list(kept[q][0]) == list(docids[:k])  # monotone map + one threshold keeps a prefix, in order
         assert np.array_equal(kept[q][1], probs[:k])
     assert sum(len(kept[q][0]) for q in kept) < sum(len(raw[q][0]) for q in raw)
 
@@ -334,7 +334,7 @@ def test_yaml_round_trip(saved: Path, indexes: dict[str, Path], data: Dataset, t
     assert f"cosine_filter: {{path: {saved}, tau: 0.2}}" in text
     again = load_pipeline(tmp_path / "p.yaml")
     a, b = pipe(data.queries), again(data.queries)
-    assert all(a[q][0] == b[q][0] and np.array_equal(a[q][1], b[q][1]) for q in a)
+    assert all(list(a[q][0]) == list(b[q][0]) and np.array_equal(a[q][1], b[q][1]) for q in a)
     with pytest.raises(IrkitError, match=r"pipeline\[1\]\.cosine_filter\.tau: expected"):
         load_pipeline({"pipeline": [{"dense": {"index": "x"}}, {"cosine_filter": {"path": "x", "tau": "x"}}]})
     with pytest.raises(IrkitError, match="dense cannot follow cosine_filter"):

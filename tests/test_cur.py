@@ -235,7 +235,7 @@ def test_retriever_budget_meta_and_pool(built: Path, test_queries: Queries) -> N
         assert anchor_docs <= set(docids) and len(docids) == K_I + 10  # anchors in the final pool
         assert np.all(np.diff(scores) <= 0)
     top5 = (retriever % 5)(test_queries)
-    assert all(top5[q][0] == run[q][0][:5] for q in test_queries)
+    assert all(list(top5[q][0]) == list(run[q][0][:5]) for q in test_queries)
     adaptive = CURRetriever(built, k_i=6, k_r=9, adaptive_rounds=3)(test_queries)
     assert {json.dumps(m, sort_keys=True) for m in adaptive.meta.values()} == {
         json.dumps({"method": "adaptive", "budget": 15, "rounds": 3, "ce_calls": 15}, sort_keys=True)
@@ -257,7 +257,7 @@ def test_retriever_equals_search_over_the_exact_matrix(built: Path, test_queries
             pools = cur.anncur(Lookup(exact), len(exact), e, anchors, params["k_r"])
         for q, (rows, scores) in zip(test_queries, pools, strict=True):
             order = np.argsort(-scores, kind="stable")
-            assert run[q][0] == [idx.docids[i] for i in rows[order]]
+            assert list(run[q][0]) == [idx.docids[i] for i in rows[order]]
             assert np.allclose(run[q][1], scores[order], atol=1e-5)
 
 
@@ -272,7 +272,7 @@ def test_cli_search_yaml_and_reranking_after_it(
     assert main([*argv, "--depth", "5", "--k-i", "6", "--k-r", "7"]) == 0
     python = CURRetriever(built, depth=5, k_i=6, k_r=7)(test_queries)
     cli = read_run(out)
-    assert list(cli) == list(python) and all(cli[q][0] == python[q][0] for q in cli)
+    assert list(cli) == list(python) and all(list(cli[q][0]) == list(python[q][0]) for q in cli)
     spec = {"pipeline": [{"cur": {"index": str(built), "k_r": 7, "adaptive_rounds": 2}, "top_k": 6}]}
     pipe = config.load_pipeline(spec)
     assert config.to_dict(pipe) == config.to_dict(CURRetriever(built, k_r=7, adaptive_rounds=2) % 6)

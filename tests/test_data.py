@@ -121,7 +121,7 @@ def test_trec_run_round_trip(dl19_dir, tmp_path):
     write_run(run, tmp_path / "copy.trec")
     again = read_run(tmp_path / "copy.trec")
     for q in run:
-        assert again[q][0] == run[q][0]
+        assert list(again[q][0]) == list(run[q][0])
         np.testing.assert_allclose(again[q][1], run[q][1], atol=1e-6)
 
 

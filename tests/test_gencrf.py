@@ -97,7 +97,7 @@ def _prefill(stage: GenCRF | CachedLLM, request: Request, reply: str, max_new_to
 def _same(a: Ranking, b: Ranking) -> None:
     assert list(a) == list(b)
     for q in a:
-        assert a[q][0] == b[q][0]
+        assert list(a[q][0]) == list(b[q][0])
         np.testing.assert_array_equal(a[q][1], b[q][1])
 
 
@@ -171,7 +171,7 @@ def test_weighted_variants_drive_the_retriever(kind, indexes, llm, encoder, cach
         texts, w = zip(*variants[q], strict=True)
         vec = np.asarray(w, dtype=np.float32) @ retriever.encoder.encode(list(texts))
         expected = retriever.search_vectors(Queries({q: queries[q]}), (vec / np.linalg.norm(vec))[None], 20)
-        assert run[q][0] == expected[q][0]
+        assert list(run[q][0]) == list(expected[q][0])
 
 
 # --- clustering --------------------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def test_multi_query_fuses_per_variant_runs_by_rrf(indexes, llm, cache: str) -> 
         assert texts[0] == QUERIES[q] and len(texts) >= 2
         parts = [(bm25 % 50)(Queries({q: t})) for t in texts]
         expected = Ranking.from_scores(rrf(parts), Queries({q: QUERIES[q]})).top_k(50)
-        assert run[q][0] == expected[q][0]
+        assert list(run[q][0]) == list(expected[q][0])
     assert mq.llm.stats["llm_calls"] == 6 * len(QUERIES)
     gencrf = GenCRF(llm, cache=cache, max_new_tokens=6)  # MultiQuery asked GenCRF's generation requests
     generate_reformulations(gencrf.llm, list(QUERIES.values()), 2, 0.8, 0.95, 6, 0)

@@ -201,12 +201,12 @@ def test_search_params_in_python_yaml_and_cli(
         yaml = f"pipeline:\n  - dense: {{index: {path}, depth: 20, search_params: '{params}', mmap: true}}\n"
         from_yaml = load_pipeline(yaml)
         assert from_yaml.params() == dense.params()
-        assert {q: from_yaml(queries)[q][0] for q in queries} == {q: expected[q][0] for q in queries}
+        assert {q: list(from_yaml(queries)[q][0]) for q in queries} == {q: list(expected[q][0]) for q in queries}
 
         run = tmp_path / f"{path.parent.name}.trec"
         cli = ["search", "--index", str(path), "--dataset", str(scifact_slice), "--depth", "20", "--out", str(run)]
         assert main([*cli, "--search-params", params, "--mmap"]) == 0
-        assert {q: docids for q, (docids, _) in read_run(run).items()} == {q: expected[q][0] for q in queries}
+        assert {q: docids for q, (docids, _) in read_run(run).items()} == {q: list(expected[q][0]) for q in queries}
 
     capfd.readouterr()
     for bad, why in (("nprobe=x", "could not interpret"), ("efSearch=16", "could not set parameter efSearch")):
@@ -229,7 +229,7 @@ def test_short_result_lists_keep_only_found_documents(ivfpq: Path, scifact_slice
     assert (rows == -1).any(), "every list was full: the test does not exercise padding"
     for i, q in enumerate(queries):
         found = rows[i][rows[i] >= 0]
-        assert ranking[q][0] == [dense.index.docids[r] for r in found]
+        assert list(ranking[q][0]) == [dense.index.docids[r] for r in found]
         assert len(ranking[q][1]) == len(found)
 
 

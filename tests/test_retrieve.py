@@ -52,7 +52,7 @@ def test_dense_scores_are_inner_products_of_normalised_vectors(dense: Dense, dat
         assert len(docids) == 20
         exact = doc_vectors @ q_vectors[i]
         best = np.argsort(-exact, kind="stable")[:20]
-        assert docids == [dense.index.docids[j] for j in best]
+        assert list(docids) == [dense.index.docids[j] for j in best]
         np.testing.assert_allclose(scores, exact[best], rtol=1e-5, atol=1e-6)
     assert run.queries is queries and run.docstore is dense.index.docstore
 

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
     from irkit.data.docstore import DocStore
 
+#: a ranked list's docids: a list of str, or a 1-D object array of str (a dense search hands out
+#: rows of one array rather than build millions of Python lists); index, slice, iterate, ``len``
+DocIds = list[str] | np.ndarray
+
 
 @dataclass
 class Queries:
@@ -80,6 +84,8 @@ class Queries:
 class Ranking:
     """A run: for each qid an ordered list of ``(docid, score)``, best first.
 
+    ``results`` maps a qid to ``(docids, scores)``: ``DocIds`` and a float array.
+
     Carries the queries it answers and, optionally, the ``DocStore`` its docids
     live in, so a downstream reranker can fetch texts without extra wiring.
     ``columns`` holds extra per-document values aligned with each list (a reranker
@@ -88,7 +94,7 @@ class Ranking:
     reports (e.g. model calls spent on the query).
     """
 
-    results: dict[str, tuple[list[str], np.ndarray]]
+    results: dict[str, tuple[DocIds, np.ndarray]]
     queries: Queries | None = None
     docstore: DocStore | None = None
     columns: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -128,7 +134,7 @@ class Ranking:
         meta: dict[str, dict[str, Any]] | None = None,
     ) -> Ranking:
         """Build from ``qid -> (docids, scores)`` (and aligned ``columns``); sorts each list by descending score."""
-        out: dict[str, tuple[list[str], np.ndarray]] = {}
+        out: dict[str, tuple[DocIds, np.ndarray]] = {}
         cols: dict[str, dict[str, np.ndarray]] = {name: {} for name in columns or {}}
         for q, (d, s) in results.items():
             docids, scores = list(d), np.asarray(list(s), dtype=np.float64)
@@ -148,13 +154,13 @@ class Ranking:
     def __contains__(self, qid: object) -> bool:
         return qid in self.results
 
-    def __getitem__(self, qid: str) -> tuple[list[str], np.ndarray]:
+    def __getitem__(self, qid: str) -> tuple[DocIds, np.ndarray]:
         try:
             return self.results[qid]
         except KeyError:
             raise IrkitError(f"query {qid!r} is not in this ranking") from None
 
-    def items(self) -> Iterable[tuple[str, tuple[list[str], np.ndarray]]]:
+    def items(self) -> Iterable[tuple[str, tuple[DocIds, np.ndarray]]]:
         return self.results.items()
 
     def column(self, name: str, qid: str) -> np.ndarray:
@@ -166,11 +172,11 @@ class Ranking:
 
     def cut(self, keep: Mapping[str, np.ndarray | slice]) -> Ranking:
         """Keep, per query, the positions ``keep[qid]`` selects (a slice or an index/bool array); columns follow."""
-        results: dict[str, tuple[list[str], np.ndarray]] = {}
+        results: dict[str, tuple[DocIds, np.ndarray]] = {}
         for q, (d, s) in self.results.items():
             sel = keep.get(q, slice(None))
             idx = np.arange(len(d))[sel]
-            results[q] = ([d[i] for i in idx], s[idx])
+            results[q] = (d[idx] if isinstance(d, np.ndarray) else [d[i] for i in idx], s[idx])
         columns = {
             name: {q: v[np.arange(len(v))[keep.get(q, slice(None))]] for q, v in col.items()}
             for name, col in self.columns.items()
@@ -183,7 +189,7 @@ class Ranking:
             raise IrkitError(f"top-k cutoff must be >= 1, got {k}")
         return self.cut(dict.fromkeys(self.results, slice(0, k)))
 
-    def replace(self, results: dict[str, tuple[list[str], np.ndarray]]) -> Ranking:
+    def replace(self, results: dict[str, tuple[DocIds, np.ndarray]]) -> Ranking:
         """A ranking with new results that keeps this one's queries and docstore (and no columns)."""
         return Ranking(results, self.queries, self.docstore)
 
@@ -221,7 +227,7 @@ class Ranking:
         if missing:
             raise IrkitError(f"dataframe lacks columns {sorted(missing)}")
         extra = [c for c in df.columns if c not in ("qid", "query", "docno", "score", "rank")]
-        results: dict[str, tuple[list[str], np.ndarray]] = {}
+        results: dict[str, tuple[DocIds, np.ndarray]] = {}
         columns: dict[str, dict[str, np.ndarray]] = {c: {} for c in extra}
         for qid, group in df.groupby("qid", sort=False):
             results[str(qid)] = ([str(d) for d in group["docno"]], group["score"].to_numpy(np.float64))

@@ -223,6 +223,6 @@ class Interpolate(Stage):
         assert isinstance(inp, Ranking)
         results = {}
         for q, (docids, scores) in inp.items():
-            before = inp.column(self.column, q) if docids else np.zeros(0)
+            before = inp.column(self.column, q) if len(docids) else np.zeros(0)
             results[q] = (docids, self.weight * minmax(scores) + (1.0 - self.weight) * minmax(before))
         return Ranking.from_lists(results, inp.queries, inp.docstore, inp.columns, inp.meta)

@@ -135,7 +135,7 @@ def fingerprint(x: StageInput) -> str:
         h.update(json.dumps([queries.texts, queries.fields], sort_keys=True, default=str).encode())
     if isinstance(x, Ranking):
         for q, (docids, scores) in x.items():
-            h.update(json.dumps([q, docids, scores.tolist()]).encode())
+            h.update(json.dumps([q, list(docids), scores.tolist()]).encode())
     return h.hexdigest()
 
 
@@ -147,7 +147,7 @@ def _run_shard(stage: Stage, x: StageInput, shard: list[str]) -> Ranking:
 
 def _record(r: Ranking, q: str) -> dict[str, Any]:
     docids, scores = r[q]
-    rec: dict[str, Any] = {"qid": q, "docids": docids, "scores": scores.tolist()}
+    rec: dict[str, Any] = {"qid": q, "docids": list(docids), "scores": scores.tolist()}
     columns = {name: col[q].tolist() for name, col in r.columns.items() if q in col}
     if columns:
         rec["columns"] = columns

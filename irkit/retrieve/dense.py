@@ -114,11 +114,12 @@ class Dense(Retriever):
         scores, rows = self.index.search(vectors, k)
         if self._docids is None:
             self._docids = np.array(self.index.docids, dtype=object)
-        # one vectorised lookup for all queries: a Python loop per hit costs as much as a 5k-doc Flat search
-        found, scores = self._docids[rows].tolist(), scores.astype(np.float64)
+        # one vectorised lookup for all queries, each list a row of it: a Python list per query (or a
+        # loop per hit) costs a fifth of a Flat search at k=1000
+        found, scores = self._docids[rows], scores.astype(np.float64)
         if (rows[:, -1] >= 0).all():  # the usual case: every list is full
             results = {q: (found[i], scores[i]) for i, q in enumerate(qids)}
         else:  # FAISS pads the end of a list with -1 when it finds fewer than k
             counts = np.count_nonzero(rows >= 0, axis=1)
-            results = {q: (found[i][: counts[i]], scores[i, : counts[i]]) for i, q in enumerate(qids)}
+            results = {q: (found[i, : counts[i]], scores[i, : counts[i]]) for i, q in enumerate(qids)}
         return Ranking(results, queries, self.index.docstore)
