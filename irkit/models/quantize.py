@@ -4,10 +4,10 @@
 layer: weights are stored as int8 with one scale per output row, and each input batch is
 quantised on the fly with its own range, so no calibration data is needed. Matrix products
 run on FBGEMM's int8 kernels, which on an AVX2-only CPU do twice the multiply-adds per
-instruction of fp32 FMA (1.2-1.5x faster than irkit's fp32 on a 2-core AVX2 EPYC). The
+instruction of fp32 FMA (measured in ``eval/results/encode.md`` and ``rerank.md``). The
 price is rounding, measured as the change in SciFact test nDCG@10 (``eval/regressions.yaml``,
-rows ``*-int8``): -0.0043 for MiniLM dense retrieval (acceptable), -0.027 for the bundled
-cross-encoder (not: keep it fp32). Vectors differ from fp32 (MiniLM: cosine 0.98 on average,
+rows ``*-int8``): -0.0086 for MiniLM dense retrieval and -0.027 for the bundled
+cross-encoder, both beyond 0.005, so fp32 stays the default. Vectors differ from fp32 (MiniLM: cosine 0.98 on average,
 0.92 at worst on short passages) and depend a little on which texts share a batch (the
 activation range is per batch), so an index must record the backend it was encoded with.
 
