@@ -117,9 +117,6 @@ class Dense(Retriever):
         # one vectorised lookup for all queries, each list a row of it: a Python list per query (or a
         # loop per hit) costs a fifth of a Flat search at k=1000
         found, scores = self._docids[rows], scores.astype(np.float64)
-        if (rows[:, -1] >= 0).all():  # the usual case: every list is full
-            results = {q: (found[i], scores[i]) for i, q in enumerate(qids)}
-        else:  # FAISS pads the end of a list with -1 when it finds fewer than k
-            counts = np.count_nonzero(rows >= 0, axis=1)
-            results = {q: (found[i, : counts[i]], scores[i, : counts[i]]) for i, q in enumerate(qids)}
+        counts = np.count_nonzero(rows >= 0, axis=1)  # FAISS pads a list with -1 when it finds fewer than k
+        results = {q: (found[i, : counts[i]], scores[i, : counts[i]]) for i, q in enumerate(qids)}
         return Ranking(results, queries, self.index.docstore)
