@@ -4,7 +4,10 @@ all-MiniLM-L6-v2 on real SciFact texts for agreement. Speed is measured in eval/
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +141,31 @@ def test_run_batches_one_thread_each_then_restores() -> None:
             run_batches(range(8), failing)
         assert torch.get_num_threads() == 2
         assert not [t for t in threading.enumerate() if t.name.startswith("irkit-batch-")]  # none outlives it
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_ctrl_c_in_run_batches_waits_for_every_running_batch() -> None:
+    """A real SIGINT while the caller waits: the KeyboardInterrupt is raised only after every
+    batch that started has finished (an interrupted Thread.join used to let it out early)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    started: list[int] = []
+    finished: list[int] = []
+
+    def step(i: int) -> None:
+        started.append(i)
+        if i == 0:
+            time.sleep(0.2)  # the caller is waiting by now
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+        finished.append(i)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_batches(range(6), step)
+        assert sorted(finished) == sorted(started) and 1 <= len(started) < 6
+        assert not [t for t in threading.enumerate() if t.name.startswith("irkit-batch-")]
     finally:
         torch.set_num_threads(before)
 

@@ -98,24 +98,31 @@ def run_batches(batches: Iterable[T], step: Callable[[T], None]) -> None:
         return
     lock, failed = threading.Lock(), threading.Event()
     errors: list[BaseException] = []
+    finished = [threading.Event() for _ in range(threads)]
 
-    def worker() -> None:
-        # OpenMP's thread count belongs to each thread: without this, oneDNN in a new thread
-        # takes the process default and splits the batch's products, changing their rounding
-        torch.set_num_threads(1)
-        with torch.inference_mode():
-            while not failed.is_set():
-                with lock:
-                    batch = next(queue, None)
-                if batch is None:
-                    return
-                try:
-                    step(batch)
-                except BaseException as e:  # re-raised in the calling thread below
-                    errors.append(e)
-                    failed.set()
+    def worker(done: threading.Event) -> None:
+        try:
+            # OpenMP's thread count belongs to each thread: without this, oneDNN in a new thread
+            # takes the process default and splits the batch's products, changing their rounding
+            torch.set_num_threads(1)
+            with torch.inference_mode():
+                while not failed.is_set():
+                    with lock:
+                        batch = next(queue, None)
+                    if batch is None:
+                        return
+                    try:
+                        step(batch)
+                    except BaseException as e:  # re-raised in the calling thread below
+                        errors.append(e)
+                        failed.set()
+        finally:
+            done.set()
 
-    workers = [threading.Thread(target=worker, name=f"irkit-batch-{i}") for i in range(threads)]
+    # after a Ctrl-C, wait on each worker's event before joining it: CPython 3.11 marks a thread as
+    # stopped when a Ctrl-C interrupts its join, so a second join would return at once and the
+    # interpreter could exit while a worker is still inside torch (which aborts the process)
+    workers = [threading.Thread(target=worker, args=(d,), name=f"irkit-batch-{i}") for i, d in enumerate(finished)]
     torch.set_num_threads(1)
     try:
         for w in workers:
@@ -124,8 +131,9 @@ def run_batches(batches: Iterable[T], step: Callable[[T], None]) -> None:
             w.join()
     except BaseException:  # e.g. Ctrl-C while waiting: no worker may outlive this call
         failed.set()
-        for w in workers:
-            if w.is_alive():
+        for w, done in zip(workers, finished, strict=True):
+            if w.ident is not None:
+                done.wait()
                 w.join()
         raise
     finally:
