@@ -12,9 +12,16 @@
   would only dilute the ratio). Flat is the index on disk; HNSW32 (efSearch=128) is built in
   memory from its vectors.
 
-Every (tool, index) pair runs in a fresh process, so "first call" is a real first call; the
-pair runs ``--rounds`` times, the two tools in alternating order (whichever runs first must
-not gain or lose from what the machine did before), and each figure is the median over rounds. Indexes:
+BM25: every (tool, index) pair runs in a fresh process, so "first call" is a real first call; the
+pair runs ``--rounds`` times, the two tools in alternating order, and each figure is the median
+over rounds. Dense: each of ``--dense-rounds`` rounds is one fresh process running both tools on
+one FAISS object. Its first search is a bare one, reported on its own like BM25's JVM start
+(FAISS starting its threads and touching its memory, the same for any caller); then each tool's
+first call (the one that pays irkit's lazy set-up), led by each tool in turn, then ``--repeats``
+warm calls of each tool alternating with a bare search. Times are medians over all rounds; ratios
+are medians of the ratios of calls paired within a process (irkit's first call / direct's first
+call, each warm irkit call / the direct call beside it): HNSW search times moved by 10-20 %
+between processes, more than what irkit adds. Indexes:
 ``indexes/scifact-bm25`` and ``indexes/scifact-minilm`` (300 SciFact test queries; built by
 ``irkit index build`` or the integration tests), and the 200k-document synthetic BM25 index of
 ``bm25_memory.py`` (its first 300 topics; built under ``--work`` when missing).
@@ -61,22 +68,23 @@ def bm25_child(tool: str, index: str, topics: str, k: int, repeats: int) -> dict
     return {"open_s": opened, **_calls(call, repeats)}
 
 
-def dense_child(tool: str, index: str, factory: str, topics: str, k: int, repeats: int) -> dict:
+def dense_child(first: str, index: str, factory: str, topics: str, k: int, repeats: int) -> dict:
+    """Both tools in one fresh process on one FAISS object, after one bare search: each tool's first
+    call (``first`` leads), then ``repeats`` warm calls of each, interleaved with a bare search."""
     from irkit.data.io import read_queries
     from irkit.data.types import Queries
     from irkit.index.dense import make_faiss_index
     from irkit.retrieve.dense import Dense
 
     # each query 10 times (3,000 searches, about a second): one pass of 300 takes ~0.1 s, too short
-    # to time against the ±15 % that FAISS's threads vary between processes
+    # to time against the ±15 % that FAISS's threads vary between calls
     topics_read = read_queries(topics)
     queries = Queries({f"{q}#{i}": topics_read[q] for i in range(DENSE_COPIES) for q in topics_read})
     dense = Dense(index, depth=k)
     if factory != "Flat":
         import faiss
 
-        # one thread: a multi-threaded add builds a different graph in every process, and so a
-        # different search cost for each tool
+        # one thread: a multi-threaded add builds a different graph in every process
         hnsw, threads = make_faiss_index(dense.index.dim, factory), faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
         hnsw.add(dense.index.vectors())
@@ -84,28 +92,36 @@ def dense_child(tool: str, index: str, factory: str, topics: str, k: int, repeat
         dense.index.index = hnsw
         dense.index.set_search_params("efSearch=128")
     vectors = dense.encoder.encode_queries([queries[q] for q in queries])
-    if tool == "irkit":
-        return {"open_s": 0.0, **_calls(lambda: dense.search_vectors(queries, vectors, k), repeats)}
     index, docids = dense.index.index, np.array(dense.index.docids, dtype=object)
 
     def direct() -> tuple:
         scores, rows = index.search(vectors, k)
         return scores, docids[rows]  # the least a caller does: rows mean nothing without their docids
 
-    got = {"open_s": 0.0, **_calls(direct, repeats)}  # first, so its first call is the process's first
-    bare = _calls(lambda: index.search(vectors, k), repeats)
-    return {**got, "bare_warm_s": bare["warm_s"]}
+    calls = {"irkit": lambda: dense.search_vectors(queries, vectors, k), "direct": direct}
+    order = [first, "direct" if first == "irkit" else "irkit"]
+    opened = _time(lambda: index.search(vectors, k))  # FAISS's own first search: its threads, first-touch memory
+    firsts = {tool: _time(calls[tool]) for tool in order}
+    warm: dict[str, list[float]] = {t: [] for t in WARM}
+    for r in range(repeats):
+        for tool in order[:: 1 if r % 2 else -1]:
+            warm[tool].append(_time(calls[tool]))
+        warm["bare"].append(_time(lambda: index.search(vectors, k)))
+    return {"open_s": opened, "firsts": firsts, "warm": warm}
+
+
+def _time(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
 
 DENSE_COPIES = 10
+WARM = ("irkit", "direct", "bare")
 
 
 def _calls(call, repeats: int) -> dict:
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
+    times = [_time(call) for _ in range(repeats + 1)]
     return {"first_s": times[0], "warm_s": statistics.median(times[1:])}
 
 
@@ -113,7 +129,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--k", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3, help="warm calls after the first (median reported)")
-    ap.add_argument("--rounds", type=int, default=2, help="fresh-process runs per tool, in alternating order")
+    ap.add_argument("--rounds", type=int, default=2, help="BM25: fresh-process runs per tool, in alternating order")
+    ap.add_argument("--dense-rounds", type=int, default=8, help="dense: fresh processes, each running both tools")
     ap.add_argument("--kinds", nargs="+", choices=["bm25", "dense"], default=["bm25", "dense"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/irkit-bm25-memory"), help="synthetic BM25 index")
     ap.add_argument("--max-ratio", type=float, default=1.10)
@@ -159,32 +176,55 @@ def main() -> int:
         k=args.k,
         repeats=args.repeats,
         rounds=args.rounds,
+        dense_rounds=args.dense_rounds,
     )
     print(f"k = {args.k}\n")
     print(
-        "| search | JVM + open, irkit / direct (s) | first call irkit / direct (s) | ratio "
+        "| search | JVM + open, irkit / direct; FAISS first search (s) | first call irkit / direct (s) | ratio "
         "| warm irkit / direct (s) | ratio | warm ratio vs bare FAISS search |"
     )
     print("|---|---|---|---|---|---|---|")
     rows, ok = [], True
     for kind, label, params in (c for c in cases if c[0] in args.kinds):
         runs: dict[str, list[dict]] = {"irkit": [], "direct": []}
-        for r in range(args.rounds):
+        for r in range(args.rounds if kind == "bm25" else args.dense_rounds):
             for tool in ("irkit", "direct")[:: 1 if r % 2 == 0 else -1]:
+                if kind == "dense" and tool != ("irkit", "direct")[r % 2]:
+                    continue  # one process runs both tools, led by each in turn
                 runs[tool].append(run_child(__file__, kind, tool, *params, str(args.k), str(args.repeats)))
-        ours, theirs = ({f: statistics.median(x[f] for x in runs[t]) for f in runs[t][0]} for t in ("irkit", "direct"))
+        if kind == "dense":
+            both = runs["irkit"] + runs["direct"]
+            pooled = {t: [x for run in both for x in run["warm"][t]] for t in WARM}
+            ours, theirs = (
+                {
+                    "open_s": statistics.median(x["open_s"] for x in both),
+                    "first_s": statistics.median(x["firsts"][t] for x in both),
+                    "warm_s": statistics.median(pooled[t]),
+                }
+                for t in ("irkit", "direct")
+            )
+            theirs["bare_warm_s"] = statistics.median(pooled["bare"])
+            # paired within a process: its state (memory layout, neighbours on the host) is shared by both
+            first_ratio = statistics.median(x["firsts"]["irkit"] / x["firsts"]["direct"] for x in both)
+            pairs = (zip(x["warm"]["irkit"], x["warm"]["direct"], strict=True) for x in both)
+            warm_ratio = statistics.median(a / b for pair in pairs for a, b in pair)
+        else:
+            ours, theirs = (
+                {f: statistics.median(x[f] for x in runs[t]) for f in runs[t][0]} for t in ("irkit", "direct")
+            )
+            first_ratio, warm_ratio = ours["first_s"] / theirs["first_s"], ours["warm_s"] / theirs["warm_s"]
         row = {
             "search": label,
             "irkit": ours,
             "direct": theirs,
-            "first_ratio": ours["first_s"] / theirs["first_s"],
-            "warm_ratio": ours["warm_s"] / theirs["warm_s"],
+            "first_ratio": first_ratio,
+            "warm_ratio": warm_ratio,
         }
         if "bare_warm_s" in theirs:
             row["warm_ratio_vs_bare_search"] = ours["warm_s"] / theirs["bare_warm_s"]
         rows.append(row)
         ok &= max(row["first_ratio"], row["warm_ratio"]) <= args.max_ratio
-        opened = f"{ours['open_s']:.2f} / {theirs['open_s']:.2f}" if kind == "bm25" else "—"
+        opened = f"{ours['open_s']:.2f} / {theirs['open_s']:.2f}" if kind == "bm25" else f"{ours['open_s']:.3f}"
         bare = f"{row['warm_ratio_vs_bare_search']:.2f}" if "warm_ratio_vs_bare_search" in row else "—"
         print(
             f"| {label} | {opened} | {ours['first_s']:.3f} / {theirs['first_s']:.3f} | {row['first_ratio']:.2f} "
