@@ -98,15 +98,18 @@ def dense_child(first: str, index: str, factory: str, topics: str, k: int, repea
         scores, rows = index.search(vectors, k)
         return scores, docids[rows]  # the least a caller does: rows mean nothing without their docids
 
-    calls = {"irkit": lambda: dense.search_vectors(queries, vectors, k), "direct": direct}
+    calls = {
+        "irkit": lambda: dense.search_vectors(queries, vectors, k),
+        "direct": direct,
+        "bare": lambda: index.search(vectors, k),
+    }
     order = [first, "direct" if first == "irkit" else "irkit"]
-    opened = _time(lambda: index.search(vectors, k))  # FAISS's own first search: its threads, first-touch memory
+    opened = _time(calls["bare"])  # FAISS's own first search: its threads, first-touch memory
     firsts = {tool: _time(calls[tool]) for tool in order}
     warm: dict[str, list[float]] = {t: [] for t in WARM}
     for r in range(repeats):
-        for tool in order[:: 1 if r % 2 else -1]:
+        for tool in [*order[:: 1 if r % 2 else -1], "bare"]:
             warm[tool].append(_time(calls[tool]))
-        warm["bare"].append(_time(lambda: index.search(vectors, k)))
     return {"open_s": opened, "firsts": firsts, "warm": warm}
 
 
@@ -188,9 +191,8 @@ def main() -> int:
     for kind, label, params in (c for c in cases if c[0] in args.kinds):
         runs: dict[str, list[dict]] = {"irkit": [], "direct": []}
         for r in range(args.rounds if kind == "bm25" else args.dense_rounds):
-            for tool in ("irkit", "direct")[:: 1 if r % 2 == 0 else -1]:
-                if kind == "dense" and tool != ("irkit", "direct")[r % 2]:
-                    continue  # one process runs both tools, led by each in turn
+            tools = ("irkit", "direct")[:: 1 if r % 2 == 0 else -1]
+            for tool in tools if kind == "bm25" else tools[:1]:  # dense: one process runs both, led by `tool`
                 runs[tool].append(run_child(__file__, kind, tool, *params, str(args.k), str(args.repeats)))
         if kind == "dense":
             both = runs["irkit"] + runs["direct"]

@@ -8,8 +8,9 @@ instruction of fp32 FMA (measured in ``eval/results/encode.md`` and ``rerank.md`
 price is rounding, measured as the change in SciFact test nDCG@10 (``eval/regressions.yaml``,
 rows ``*-int8``): -0.0086 for MiniLM dense retrieval and -0.027 for the bundled
 cross-encoder, both beyond 0.005, so fp32 stays the default. Vectors differ from fp32
-(MiniLM: cosine 0.98 on average, 0.92 at worst on short passages) and depend a little on which texts share a batch (the
-activation range is per batch), so an index must record the backend it was encoded with.
+(MiniLM: cosine 0.98 on average, 0.92 at worst on short passages) and depend a little on
+which texts share a batch (the activation range is per batch), so an index must record the
+backend it was encoded with.
 
 PyTorch marks ``torch.ao.quantization`` deprecated in favour of torchao, but 2.13 still ships
 and runs it; its deprecation warnings are silenced here, at the one place that calls it.
