@@ -54,7 +54,7 @@ def generate(args: argparse.Namespace) -> None:
     gencrf, q2d = GenCRF(args.model, weighting="score"), Query2Doc(args.model)
     for split, n in (("test", args.queries), ("train", args.train_queries)):
         qs = queries(split, n)
-        for start in range(0, len(qs), args.shard):
+        for start in range(args.skip if split == "test" else 0, len(qs), args.shard):
             shard = qs.subset(list(qs)[start : start + args.shard])
             t0 = time.time()
             gencrf(shard)
@@ -318,6 +318,7 @@ def main() -> None:
     p.add_argument("what", choices=["generate", "qerm", "run", "rerun", "report"])
     p.add_argument("--queries", type=int, default=16, help="first N SciFact test queries (0: all 300)")
     p.add_argument("--train-queries", type=int, default=12, help="first N SciFact train queries for QERM")
+    p.add_argument("--skip", type=int, default=0, help="generate: start at test query N (to split the work)")
     p.add_argument("--model", default="smollm2")
     p.add_argument("--shard", type=int, default=8, help="queries per LLM batch group (generation batch = 6 x shard)")
     p.add_argument("--results", help="results JSON (default eval/results/gencrf-MODEL.json)")

@@ -97,6 +97,11 @@ class Condition:
     origin: str = ""
 
     @property
+    def inputs(self) -> list[str]:
+        """Conditions whose runs a command reads (``{run:NAME}``), in order."""
+        return re.findall(r"\{run:([a-z0-9][a-z0-9-]*)\}", self.command or "")
+
+    @property
     def writes_json(self) -> bool:
         """True when the condition's figures come from a command's JSON, not from a run we evaluate."""
         return self.command is not None and "{out}" in self.command
@@ -187,6 +192,7 @@ def load(path: str | Path = SPEC) -> Spec:
         conditions[cond.name] = cond
     for i, cond in enumerate(conditions.values()):
         _check_significance(cond, conditions, ("conditions", i, "significance"), chk)
+        _check_inputs(cond, conditions, ("conditions", i, "command"), chk)
     tables = {
         name: _table(t, conditions, ("tables", name), chk)
         for name, t in chk.mapping(data.get("tables") or {}, ("tables",)).items()
@@ -323,6 +329,22 @@ def _check_significance(
         raise chk.error((*where, "vs"), f"{sig.vs!r} leaves no run to test against")
 
 
+def _check_inputs(
+    cond: Condition, conditions: dict[str, Condition], where: tuple[str | int, ...], chk: _Checker
+) -> None:
+    """A command's ``{run:NAME}`` inputs are other conditions' runs of the same queries, as cheap for CI."""
+    if cond.inputs and cond.writes_json:
+        raise chk.error(where, "{run:NAME} inputs go with a command that writes a run to {run}")
+    for name in cond.inputs:
+        base = conditions.get(name)
+        if base is None or base is cond or base.writes_json:
+            raise chk.error(where, f"{{run:{name}}} names no other condition that produces a run")
+        if (base.dataset, base.split, base.max_queries) != (cond.dataset, cond.split, cond.max_queries):
+            raise chk.error(where, f"{{run:{name}}} runs on other queries than this condition")
+        if cond.ci and not base.ci:
+            raise chk.error(where, f"{{run:{name}}} is not run in CI, so this condition cannot be")
+
+
 def _table(raw: Any, conditions: dict[str, Condition], where: tuple[str, ...], chk: _Checker) -> Table:
     raw = chk.mapping(raw, where, {"columns", "rows"})
     rows = []
@@ -453,7 +475,11 @@ class Session:
         ds, queries, _ = self.data(cond)
         out = self.runs / f"{name}.trec"
         if cond.command is not None:
-            self._shell(cond.command, {"{run}": out})
+            command = cond.command
+            for other in cond.inputs:  # the runs it reads, computed (or reused) in this session first
+                self.ranking(other)
+                command = command.replace(f"{{run:{other}}}", shlex.quote(str(self.runs / f"{other}.trec")))
+            self._shell(command, {"{run}": out})
             run = read_run(out, ds.queries)
         else:
             inp: Any = queries

@@ -151,6 +151,34 @@ def test_seeded_json_commands_give_means_run_once_and_fail_honestly(tmp_path: Pa
     assert [c.ok for c in worse.checks] == [False, False, False]  # m off, gone missing, p 0.03 > 0.025
 
 
+def test_a_command_reads_other_conditions_runs_computed_first(tmp_path: Path, data_env: Path) -> None:
+    from irkit.data.io import read_run
+    from irkit.pipeline.operators import fuse_rankings
+
+    metric = {"nDCG@10": {"expected": 0.5, "tol": 1}}
+    fused = condition(
+        "fused", command="irkit fuse {run:bm25} {run:top3} --method rrf --depth 100 --out {run}", metrics=metric
+    )
+    bm25, top3 = condition("bm25", candidates=100, metrics=metric), condition("top3", candidates=3, metrics=metric)
+    session = regress.Session(regress.load(write_spec(tmp_path, [bm25, top3, fused])), runs=tmp_path / "runs")
+    out = session.run("fused")
+    assert out.queries == 43
+    runs = tmp_path / "runs"
+    assert {p.name for p in runs.glob("*.trec")} == {"bm25.trec", "top3.trec", "fused.trec"}
+    expected = fuse_rankings([read_run(runs / "bm25.trec"), read_run(runs / "top3.trec")])
+    got = read_run(runs / "fused.trec")
+    assert {q: list(d) for q, (d, _) in got.items()} == {q: list(d) for q, (d, _) in expected.items()}
+    # a fused list ranks the top 3 of BM25 first (both runs vote for them), then BM25's order
+    q, (docids, _) = next(iter(got.items()))
+    assert list(docids) == list(read_run(runs / "bm25.trec")[q][0])
+    for name, where in (("nobody", "names no other condition"), ("fused", "names no other condition")):
+        bad = {**fused, "command": f"irkit fuse {{run:bm25}} {{run:{name}}} --out {{run}}"}
+        with pytest.raises(IrkitError, match=rf"conditions\[2\]\.command: \{{run:{name}\}} {where}"):
+            regress.load(write_spec(tmp_path, [bm25, top3, bad]))
+    with pytest.raises(IrkitError, match=r"\{run:bm25\} is not run in CI"):
+        regress.load(write_spec(tmp_path, [bm25, top3, {**fused, "ci": True}]))
+
+
 def test_a_failing_command_is_an_error(tmp_path: Path, data_env: Path) -> None:
     c = condition("c", command="exit 3 # {run}", metrics={"nDCG@10": {"expected": 0.5, "tol": 0.01}})
     session = regress.Session(regress.load(write_spec(tmp_path, [c])), runs=tmp_path / "runs")

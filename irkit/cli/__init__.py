@@ -1,4 +1,4 @@
-"""The ``irkit`` command: index build, search, eval, run, rerank, tune."""
+"""The ``irkit`` command: index build, search, eval, fuse, run, rerank, tune, models."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import warnings
 from irkit.errors import IrkitError, IrkitWarning
 
 # each module irkit/cli/<name>.py defines add_parser(subparsers) and run(args) -> int
-SUBCOMMANDS = ["index", "search", "eval", "run", "rerank", "tune", "models"]
+SUBCOMMANDS = ["index", "search", "eval", "fuse", "run", "rerank", "tune", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ from irkit.pipeline.stage import INPUT_SCORE, Kind, Stage, StageInput
 METHODS = ("rrf", "linear")
 
 
-def rrf(runs: Sequence[Ranking], k: int = 60) -> dict[str, dict[str, float]]:
+def rrf(runs: Sequence[Ranking], k: float = 60) -> dict[str, dict[str, float]]:
     """``sum_r 1 / (k + rank_r(d))`` over the runs that retrieved ``d`` (rank from 1)."""
     fused: dict[str, dict[str, float]] = {}
     for run in runs:
@@ -58,6 +58,42 @@ def linear(runs: Sequence[Ranking], weights: Sequence[float]) -> dict[str, dict[
             for d, s in zip(docids, minmax(scores), strict=True):
                 acc[d] = acc.get(d, 0.0) + w * float(s)
     return fused
+
+
+def fuse_rankings(
+    runs: Sequence[Ranking],
+    method: str = "rrf",
+    k: float = 60,
+    weights: Sequence[float] | None = None,
+    queries: Queries | None = None,
+) -> Ranking:
+    """One ranking from several: RRF, or min-max linear with ``weights`` (default equal).
+
+    What ``a | b`` computes after running its stages, and what ``irkit fuse`` applies to run files.
+    ``queries`` (default: the first run's) are the queries the fused ranking answers.
+    """
+    weights = check_fusion(method, k, weights, len(runs))
+    fused = rrf(runs, k) if method == "rrf" else linear(runs, weights or [1.0 / len(runs)] * len(runs))
+    queries = queries if queries is not None else next((r.queries for r in runs if r.queries is not None), None)
+    docstore = next((r.docstore for r in runs if r.docstore is not None), None)
+    return Ranking.from_scores(fused, queries, docstore)
+
+
+def check_fusion(
+    method: str, k: float, weights: Sequence[float] | None, n: int, what: str = "runs"
+) -> list[float] | None:
+    """Refuse a fusion of ``n`` rankings that cannot be computed; the weights as floats."""
+    if method not in METHODS:
+        raise IrkitError(f"unknown fusion method {method!r}; choose one of {', '.join(METHODS)}")
+    if n < 2:
+        raise IrkitError(f"fusion needs at least two {what}, got {n}")
+    if _finite("fusion k", k) < 0:
+        raise IrkitError(f"fusion k must be >= 0, got {k!r}")
+    if weights is None:
+        return None
+    if len(weights) != n:
+        raise IrkitError(f"fusion got {len(weights)} weights for {n} {what}")
+    return [_finite("fusion weight", w) for w in weights]
 
 
 def _finite(name: str, value: object) -> float:
@@ -147,19 +183,10 @@ class Fuse(Stage):
     def __init__(
         self, stages: list[Stage], method: str = "rrf", k: int = 60, weights: list[float] | None = None
     ) -> None:
-        if method not in METHODS:
-            raise IrkitError(f"unknown fusion method {method!r}; choose one of {', '.join(METHODS)}")
         for s in stages:
             if not isinstance(s, Stage):
                 raise IrkitError(f"'|' fuses stages, got {type(s).__name__}")
-        if len(stages) < 2:
-            raise IrkitError(f"fusion needs at least two stages, got {len(stages)}")
-        if _finite("fusion k", k) < 0:
-            raise IrkitError(f"fusion k must be >= 0, got {k!r}")
-        if weights is not None:
-            if len(weights) != len(stages):
-                raise IrkitError(f"fusion got {len(weights)} weights for {len(stages)} stages")
-            weights = [_finite("fusion weight", w) for w in weights]
+        weights = check_fusion(method, k, weights, len(stages), "stages")
         for s in stages:
             if s.produces != "ranking":
                 raise IrkitError(f"'|' fuses rankings, but {s!r} produces {s.produces}")
@@ -187,13 +214,8 @@ class Fuse(Stage):
 
     def transform(self, inp: StageInput) -> Ranking:
         runs = [s.transform(inp) for s in self.stages]
-        if self.method == "rrf":
-            fused = rrf(runs, self.k)  # type: ignore[arg-type]
-        else:
-            fused = linear(runs, self.weights or [1.0 / len(runs)] * len(runs))  # type: ignore[arg-type]
         queries = inp if isinstance(inp, Queries) else inp.queries
-        docstore = next((r.docstore for r in runs if isinstance(r, Ranking) and r.docstore is not None), None)
-        return Ranking.from_scores(fused, queries, docstore)
+        return fuse_rankings(runs, self.method, self.k, self.weights, queries)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return "(" + " | ".join(repr(s) for s in self.stages) + ")"
