@@ -148,7 +148,7 @@ def run_all(args: argparse.Namespace) -> None:
     out: dict[str, Any] = {"queries": len(qs), "model": args.model, "date": time.strftime("%Y-%m-%d %H:%M UTC")}
     for name in RETRIEVERS:
         runs: dict[str, Ranking] = {}
-        for cond, rewriter in conditions(args, name).items():
+        for cond, rewriter in conditions(args, name, qerm=not args.no_qerm).items():
             t0 = time.time()
             runs[cond] = ranked(args, name, cond, rewriter, qs, f"test{args.queries}")
             facts = _facts(rewriter, qs)
@@ -194,7 +194,7 @@ def rerun(args: argparse.Namespace) -> None:
     qs = queries("test", args.queries)
     total: dict[str, float] = {}
     for name in RETRIEVERS:
-        for cond, rewriter in conditions(args, name).items():
+        for cond, rewriter in conditions(args, name, qerm=not args.no_qerm).items():
             if rewriter is None:
                 continue
             rewriter(qs)
@@ -319,6 +319,7 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=16, help="first N SciFact test queries (0: all 300)")
     p.add_argument("--train-queries", type=int, default=12, help="first N SciFact train queries for QERM")
     p.add_argument("--skip", type=int, default=0, help="generate: start at test query N (to split the work)")
+    p.add_argument("--no-qerm", action="store_true", help="run/rerun: leave out the QERM conditions")
     p.add_argument("--model", default="smollm2")
     p.add_argument("--shard", type=int, default=8, help="queries per LLM batch group (generation batch = 6 x shard)")
     p.add_argument("--results", help="results JSON (default eval/results/gencrf-MODEL.json)")

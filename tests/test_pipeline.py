@@ -245,7 +245,9 @@ def test_stage_without_yaml_form_is_refused(bm25: BM25) -> None:
 def test_every_shipped_pipeline_validates(path: Path) -> None:
     # the PRP examples kept a renamed parameter (k, now passes) and failed only when a long run started
     plan = plan_pipeline(path)
-    assert plan.consumes == "queries" or path.stem.startswith(("icr", "nomic", "prp", "splade")), plan.consumes
+    assert plan.consumes == "queries" or path.stem.startswith(("embeddinggemma", "icr", "nomic", "prp", "splade")), (
+        plan.consumes
+    )
 
 
 def _python_equivalent(name: str, ce: str, root: Path) -> object:
