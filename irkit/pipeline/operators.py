@@ -181,7 +181,7 @@ class Fuse(Stage):
     name = "fuse"
 
     def __init__(
-        self, stages: list[Stage], method: str = "rrf", k: int = 60, weights: list[float] | None = None
+        self, stages: list[Stage], method: str = "rrf", k: float = 60, weights: list[float] | None = None
     ) -> None:
         for s in stages:
             if not isinstance(s, Stage):
