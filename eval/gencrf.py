@@ -3,12 +3,12 @@
 Phases (each resumable; LLM replies live in the reply cache, rankings in runner checkpoints):
 
     export OMP_NUM_THREADS=1
-    nice -n 10 python eval/gencrf.py generate --queries 16 --train-queries 12
-    nice -n 10 python eval/gencrf.py qerm --train-queries 12
-    nice -n 10 python eval/gencrf.py run --queries 16
-    python eval/gencrf.py rerun --queries 16       # fresh stages over a warm cache: 100 % hits, 0 LLM calls
-    python eval/gencrf.py report --queries 16      # the tables of eval/results/gencrf.md
-    python eval/regress.py --only gencrf-raw ...   # the regression rows: rankings recomputed, replies from the cache
+    nice -n 10 python eval/gencrf.py generate --queries 0 --train-queries 48   # --skip N splits the test queries
+    nice -n 10 python eval/gencrf.py qerm --train-queries 48
+    nice -n 10 python eval/gencrf.py run --queries 0 [--no-qerm] --results eval/results/gencrf-smollm2-300.json
+    python eval/gencrf.py rerun --queries 0        # fresh stages over a warm cache: 100 % hits, 0 LLM calls
+    python eval/gencrf.py report --queries 0 --results eval/results/gencrf-smollm2-300.json
+    python eval/regress.py --only gencrf-bm25-raw ...   # regression rows: rankings recomputed, replies cached
 
 ``generate`` asks the LLM for everything the conditions without QERM need (GenCRF's six
 generations, clustering and scores; the query2doc/HyDE passage), test queries first, then the
