@@ -150,6 +150,9 @@ def test_ctrl_c_in_run_batches_waits_for_every_running_batch() -> None:
     batch that started has finished (an interrupted Thread.join used to let it out early)."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
+    # Python's own Ctrl-C handler, whatever this process inherited: a test run started as a
+    # background job (`pytest &`) inherits SIGINT ignored, and a signal would then do nothing
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     started: list[int] = []
     finished: list[int] = []
 
@@ -167,6 +170,7 @@ def test_ctrl_c_in_run_batches_waits_for_every_running_batch() -> None:
         assert sorted(finished) == sorted(started) and 1 <= len(started) < 6
         assert not [t for t in threading.enumerate() if t.name.startswith("irkit-batch-")]
     finally:
+        signal.signal(signal.SIGINT, handler)
         torch.set_num_threads(before)
 
 
