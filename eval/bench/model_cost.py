@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common import finish, machine, peak_rss_gib, run_child
-from encode import DATA, ROOT
+from encode import DATA, ROOT, timed
 
 DL19 = DATA / "trec-dl-2019"
 # name -> (encoder kind, reranking stage kind); None where the model has no such use
@@ -53,13 +53,6 @@ def texts(n_docs: int, n_queries: int) -> tuple[list[str], list[tuple[str, list[
     return items[0][1], items
 
 
-def timed(fn: Any) -> tuple[float, float]:
-    """Wall and CPU seconds of ``fn()``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def child(name: str, n_docs: int, n_queries: int) -> dict[str, Any]:
     """Load ``name``, encode and rerank the texts once (after a warm-up), report rates and memory."""
     encoder_kind, stage_kind = MODELS[name]
@@ -74,17 +67,17 @@ def child(name: str, n_docs: int, n_queries: int) -> dict[str, Any]:
         enc = stage.documents  # the reranker's BiEncoder: the one a dense index build uses
         out["dim"] = enc.dim
         out["index_bytes_per_doc"] = enc.dim * 4
-        wall, cpu = timed(lambda: enc.encode_documents(docs))
+        _, wall, cpu = timed(enc.encode_documents, docs)
     elif encoder_kind == "splade":
         from irkit.models.splade import Splade
 
         enc = Splade(name)
         enc.encode(docs[:4])
-        wall, cpu = timed(lambda: enc.encode(docs))
+        _, wall, cpu = timed(enc.encode, docs)
     if encoder_kind is not None:
         out |= {"encode_docs_per_s": len(docs) / wall, "encode_docs_per_cpu_s": len(docs) / cpu}
     pairs = sum(len(d) for _, d in items)
-    wall, cpu = timed(lambda: [stage.score(q, d) for q, d in items])
+    _, wall, cpu = timed(lambda pairs: [stage.score(q, d) for q, d in pairs], items)
     out |= {"pairs": pairs, "rerank_pairs_per_s": pairs / wall, "rerank_pairs_per_cpu_s": pairs / cpu}
     out["peak_rss_gib"] = peak_rss_gib()
     return out
@@ -102,11 +95,13 @@ def describe(row: dict[str, Any]) -> str:
 
 
 def lucene_bytes_per_doc(path: Path) -> float | None:
-    """Size of a Lucene index directory (``lucene/`` inside irkit's index) per SciFact document."""
+    """Size of the Lucene index inside an irkit index (``lucene/``) per document of its manifest."""
+    from irkit.index.manifest import read_manifest
+
     lucene = path / "lucene"
     if not lucene.is_dir():
         return None
-    return sum(f.stat().st_size for f in lucene.rglob("*") if f.is_file()) / 5183
+    return sum(f.stat().st_size for f in lucene.rglob("*") if f.is_file()) / read_manifest(path)["doc_count"]
 
 
 def main() -> int:
