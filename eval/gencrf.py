@@ -327,6 +327,8 @@ def main() -> None:
         "--runs", help="runner checkpoints of the rankings (default: the eval cache; a fresh directory recomputes them)"
     )
     args = p.parse_args()
+    if args.skip < 0:
+        p.error(f"--skip must be >= 0, got {args.skip}")
     handlers: dict[str, Any] = {
         "generate": generate,
         "qerm": train_qerm,
