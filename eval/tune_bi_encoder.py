@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample
+from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample, training_report
 
 from irkit.cli.tune import tune_section
 from irkit.data.types import Ranking
@@ -131,13 +131,7 @@ def main() -> None:
             "trainable_pct": 100.0 * trainable / total,
             "n_train_examples": len(examples),
             "n_dev_queries": len(dev_qids),
-            "train_wall_s": result.wall_s,
-            "train_s": result.train_s,
-            "steps": result.steps,
-            "best_step": result.best_step,
-            "best_dev": result.best_dev,
-            "dev_history": result.dev_history,
-            "dev_train_s": result.dev_train_s,
+            **training_report(result),
             "losses": result.losses,
         }
         if args.out:

@@ -18,7 +18,7 @@ from irkit.cli.tune import add_method_args
 from irkit.data.docstore import DocStore, DocTexts
 from irkit.data.io import read_qrels, read_queries, read_run, write_run
 from irkit.data.types import Qrels, Queries, Ranking
-from irkit.tune.trainer import split_dev
+from irkit.tune.trainer import TrainResult, split_dev
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
@@ -84,3 +84,18 @@ def sample(items: Sequence[T], n: int, seed: int) -> list[T]:
         return list(items)
     keep = sorted(random.Random(seed).sample(range(len(items)), n))
     return [items[i] for i in keep]
+
+
+def training_report(result: TrainResult) -> dict[str, Any]:
+    """What every tuning experiment records of its training run (the learning curve with its clocks)."""
+    return {
+        "train_wall_s": result.wall_s,
+        "train_s": result.train_s,
+        "train_cpu_s": result.train_cpu_s,
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "best_dev": result.best_dev,
+        "dev_history": result.dev_history,
+        "dev_train_s": result.dev_train_s,
+        "dev_train_cpu_s": result.dev_train_cpu_s,
+    }

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample
+from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample, training_report
 
 from irkit.cli.tune import tune_section
 from irkit.data.io import write_run
@@ -128,13 +128,7 @@ def main() -> None:
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": 100.0 * trainable / total,
-        "train_wall_s": result.wall_s,
-        "train_s": result.train_s,
-        "steps": result.steps,
-        "best_step": result.best_step,
-        "best_dev": result.best_dev,
-        "dev_history": result.dev_history,
-        "dev_train_s": result.dev_train_s,
+        **training_report(result),
         "dev_interp": dev_by_w,
         "interp_weight": best_w,
         "test_depth": args.test_depth,

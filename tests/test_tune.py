@@ -415,6 +415,11 @@ def test_training_a_two_layer_model_end_to_end_decreases_loss(
     if kind == "cross-encoder":  # dev checked before training and after each epoch; the best state is kept
         assert len(result.dev_history) == cfg.epochs + 1
         assert result.best_dev == max(dev_scores)
+        # both clocks are read at every dev check and only grow (they exclude the checks themselves)
+        for clock in (result.dev_train_s, result.dev_train_cpu_s):
+            assert len(clock) == len(result.dev_history) and clock[0] == 0.0
+            assert all(a < b for a, b in zip(clock, clock[1:], strict=False))
+        assert result.dev_train_cpu_s[-1] == result.train_cpu_s > 0
 
 
 def test_tap_cache_runs_the_frozen_backbone_once_per_sequence() -> None:

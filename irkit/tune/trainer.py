@@ -66,9 +66,11 @@ class TrainResult:
     steps: int
     wall_s: float
     train_s: float = 0.0  # wall time of the training steps alone (dev checks excluded)
+    train_cpu_s: float = 0.0  # CPU time of the same steps, all threads: compute that contention does not inflate
     losses: list[float] = field(default_factory=list)
     dev_history: list[tuple[int, float]] = field(default_factory=list)
     dev_train_s: list[float] = field(default_factory=list)  # train_s when each dev check ran
+    dev_train_cpu_s: list[float] = field(default_factory=list)  # train_cpu_s when each dev check ran
 
 
 def build_examples(
@@ -207,12 +209,14 @@ class Trainer:
             self.model.train()
             result.dev_history.append((step, score))
             result.dev_train_s.append(result.train_s)
+            result.dev_train_cpu_s.append(result.train_cpu_s)
             write(
                 {
                     "step": step,
                     "dev": score,
                     "time_s": round(time.perf_counter() - start, 2),
                     "train_s": round(result.train_s, 2),
+                    "train_cpu_s": round(result.train_cpu_s, 2),
                 }
             )
             if result.best_dev is None or score > result.best_dev:
@@ -232,7 +236,7 @@ class Trainer:
             order = list(range(len(train)))
             rng.shuffle(order)
             for i in range(0, len(order), cfg.batch_size):
-                tick = time.perf_counter()
+                tick, cpu_tick = time.perf_counter(), time.process_time()
                 with autocast(cfg.bf16):
                     loss = self._loss([train[j] for j in order[i : i + cfg.batch_size]])
                 opt.zero_grad(set_to_none=True)
@@ -244,6 +248,7 @@ class Trainer:
                 step += 1
                 value = loss.item()
                 result.train_s += time.perf_counter() - tick
+                result.train_cpu_s += time.process_time() - cpu_tick
                 result.losses.append(value)
                 write({"step": step, "epoch": epoch, "loss": value, "lr": sched.get_last_lr()[0]})
                 bar.update(1)
