@@ -3,6 +3,7 @@
 #
 #   bash eval/tune_all.sh grid     # issue #4's grid: 6 methods x 3 seeds, bi-encoder and cross-encoder, 1 epoch
 #   bash eval/tune_all.sh curves   # issue #16: learning curves (dev nDCG@10 vs steps) with a small LR sweep
+#   bash eval/tune_all.sh grid16   # issue #16: the grid with connected adapters, dev-picked LRs, equal compute
 #
 # Every adapter method sits at ~0.66 % trainable parameters with its default rank (connected
 # 16 in-block + 16 aside, side 32, Houlsby 16, LoRA 16). BF16=--bf16 turns on bfloat16 autocast,
@@ -74,6 +75,85 @@ curves() {
     done
   done
   python eval/tune_convergence.py --results "$out"
+}
+
+# Issue #16's grid, all on one machine in fp32: 6 methods, bi-encoder and cross-encoder, one epoch of
+# the grid's data, a dev check (40 dev queries, BM25 top 10) every 10 steps, so every run is also a
+# learning curve; the cross-encoder's test reranks the BM25 top 20 (the shipped pipeline's depth).
+#   1. seed 13, every method at both of its learning rates (the sweep); the bi-encoder's test search
+#      (5,183 documents) runs afterwards for the picked rate only, from the saved model
+#   2. seeds 14 and 15 at the rate the dev slice picked (tune_convergence.py --pick reads stage 1)
+#   3. equal compute: every method faster than full FT per step trains for the steps full FT's CPU
+#      seconds buy it (tag METHOD-eq), at its picked rate, 3 seeds
+# Results: eval/results/tune_grid16/{bi,ce}_{tag}_lr{lr}_s{seed}.json; tune_convergence.py summarises.
+grid16() {
+  local out=${OUT:-eval/results/tune_grid16}
+  mkdir -p "$out"
+  local dev=(--dev-queries 40 --dev-depth 10 --eval-every 10 --patience 99 $BF16)
+  run() {  # run KIND METHOD LR SEED TAG [extra args]
+    local kind=$1 method=$2 lr=$3 seed=$4 tag=$5; shift 5
+    local res="$out/${kind}_${tag}_lr${lr}_s${seed}.json"
+    [[ -f $res ]] && return 0
+    echo "== $(date -u +%H:%M:%S) $kind $tag lr $lr seed $seed"
+    if [[ $kind == bi ]]; then
+      python eval/tune_bi_encoder.py --method "$method" --lr "$lr" --seed "$seed" --epochs 1 "${dev[@]}" \
+        --results "$res.tmp" "$@"
+    else
+      python eval/tune_cross_encoder.py --method "$method" --lr "$lr" --seed "$seed" --epochs 1 "${dev[@]}" \
+        --test-depth 20 --results "$res.tmp" "$@"
+    fi
+    mv "$res.tmp" "$res"
+  }
+  pick() {  # pick KIND TAG -> "LR STEPS"
+    python eval/tune_convergence.py --results "$out" --kind "$1" --summary /dev/null --png /dev/null --pick "$2"
+  }
+  local kinds=${KINDS:-bi ce} kind method lr steps
+  for kind in $kinds; do
+    for i in 1 2; do
+      for method in $METHODS; do
+        lr=$(lrs "$method" | cut -d' ' -f$i)
+        if [[ $kind == bi ]]; then
+          run bi "$method" "$lr" 13 "$method" --no-test --out "runs/tune/grid16/bi_${method}_lr${lr}_s13"
+        else
+          run ce "$method" "$lr" 13 "$method"
+        fi
+      done
+    done
+  done
+  if [[ $kinds == *bi* ]]; then
+    for method in $METHODS; do
+      read -r lr _ < <(pick bi "$method")
+      local res="$out/bi_${method}_lr${lr}_s13.json"
+      python -c "import json,sys; sys.exit('test' in json.load(open(sys.argv[1])))" "$res" || continue
+      echo "== $(date -u +%H:%M:%S) bi $method lr $lr seed 13: test search of the saved model"
+      python eval/tune_bi_encoder.py --load "runs/tune/grid16/bi_${method}_lr${lr}_s13" --results "$res"
+    done
+  fi
+  for kind in $kinds; do
+    for seed in 14 15; do
+      for method in $METHODS; do
+        read -r lr _ < <(pick "$kind" "$method")
+        run "$kind" "$method" "$lr" "$seed" "$method"
+      done
+    done
+  done
+  for kind in $kinds; do
+    local per_epoch
+    per_epoch=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['steps'])" \
+      "$(ls "$out/${kind}"_full_lr*_s13.json | head -1)")
+    for seed in 13 14 15; do
+      for method in $METHODS; do
+        [[ $method == full ]] && continue
+        read -r lr steps < <(pick "$kind" "$method")
+        ((steps > per_epoch)) || continue
+        run "$kind" "$method" "$lr" "$seed" "$method-eq" --steps "$steps"
+      done
+    done
+  done
+  for kind in $kinds; do
+    python eval/tune_convergence.py --results "$out" --kind "$kind" \
+      --summary "eval/results/tune_grid16_$kind.json" --png "eval/results/tune_grid16_$kind.png"
+  done
 }
 
 "$what"

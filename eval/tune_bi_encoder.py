@@ -110,6 +110,7 @@ def main() -> None:
         log.unlink(missing_ok=True)
         cfg = TrainConfig(
             epochs=args.epochs,
+            steps=args.steps,
             batch_size=args.batch_size,
             n_negatives=args.n_negatives,
             lr=args.lr or DEFAULT_LR[method],
@@ -121,7 +122,7 @@ def main() -> None:
             log_path=str(log),
             bf16=args.bf16,
         )
-        result = Trainer(model, tok, cfg).fit(examples, dev=dev if args.epochs > 1 or curve else None)
+        result = Trainer(model, tok, cfg).fit(examples, dev=dev if args.epochs > 1 or args.steps or curve else None)
         if method == "side":
             model.enable_tap_cache(False)
         report |= {

@@ -68,6 +68,7 @@ def add_tuning_args(ap: argparse.ArgumentParser, extra_methods: tuple[str, ...] 
     """Options every tuning experiment shares: the method (as ``irkit tune`` takes it), budget and dev protocol."""
     add_method_args(ap, extra_methods)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=0, help="total training steps (0: --epochs passes over the data)")
     ap.add_argument("--lr", type=float, default=None, help="default: irkit.tune.trainer.DEFAULT_LR")
     ap.add_argument("--train-examples", type=int, default=0, help="seeded random subset of the training examples")
     ap.add_argument("--dev-queries", type=int, default=0, help="seeded random subset of the dev slice")

@@ -78,6 +78,13 @@ def dev_within(run: dict, seconds: float) -> tuple[float, int]:
     return reached[-1]
 
 
+def test_scores(rs: list[dict]) -> dict[str, dict[str, float]]:
+    """Test nDCG@10 over seeds of the dev-selected models: the bi-encoder's search, the cross-encoder alone
+    and fused with BM25 (empty for runs trained with ``--no-test``)."""
+    keys = {"search": "test", "rerank": "ce", "fused": "fused"}
+    return {name: mean_std([r[k]["nDCG@10"] for r in rs]) for name, k in keys.items() if all(k in r for r in rs)}
+
+
 def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
 
@@ -89,7 +96,9 @@ def fmt(stat: dict[str, float], n: int) -> str:
 def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict:
     chosen: dict[str, dict] = {}
     for tag, by_lr in runs.items():
-        sweep = {lr: float(np.mean([final_dev(r) for r in rs])) for lr, rs in by_lr.items()}
+        # the rate is picked on the seeds every rate ran (the sweep's), so later seeds at the picked rate cannot flip it
+        common = set.intersection(*({r["seed"] for r in rs} for rs in by_lr.values()))
+        sweep = {lr: float(np.mean([final_dev(r) for r in rs if r["seed"] in common])) for lr, rs in by_lr.items()}
         lr = max(sweep, key=lambda k: sweep[k])
         rs = by_lr[lr]
         gains = [steps_to_gain(r) for r in rs]
@@ -108,7 +117,7 @@ def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict:
             "train_s": mean_std([clock(r)[0] for r in rs]),
             "curve": [r["dev_history"] for r in rs],
             "curve_train_s": [clock(r)[1] for r in rs],
-            "test": [r["test"] for r in rs if "test" in r],
+            "test": test_scores(rs),
         }
     if "full" in chosen:  # equal wall-clock compute: the training time full FT needed for the whole budget
         budget = chosen["full"]["train_s"]["mean"]
@@ -172,7 +181,7 @@ def table(summary: dict) -> str:
     methods = summary["methods"]
     head = (
         "| method | LR (dev-picked; sweep: final dev) | seeds | trainable % | final dev nDCG@10 | best dev "
-        "| steps to 95 % gain | s / step | time vs full | dev within full FT's time (step) |"
+        "| steps to 95 % gain | s / step | time vs full | dev within full FT's time (step) | test nDCG@10 |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for tag in sorted(methods, key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
@@ -188,7 +197,8 @@ def table(summary: dict) -> str:
         pct = f"{c['trainable_pct']:.2f}" if c["trainable_pct"] is not None else "-"
         lines.append(
             f"| {tag} | {c['lr']} ({sweep}) | {n} | {pct} | {fmt(c['final_dev'], n)} | {fmt(c['best_dev'], n)} "
-            f"| {gains} of {c['steps']} | {c['s_per_step']['mean']:.1f} | {share} | {eq_cell} |"
+            f"| {gains} of {c['steps']} | {c['s_per_step']['mean']:.1f} | {share} | {eq_cell} "
+            f"| {'; '.join(f'{k} {fmt(v, n)}' for k, v in c['test'].items()) or '-'} |"
         )
     return "\n".join(lines)
 
@@ -227,12 +237,21 @@ def main() -> int:
     ap.add_argument("--summary", type=Path, default=None, help="default: eval/results/tune_convergence_KIND.json")
     ap.add_argument("--png", type=Path, default=None, help="default: eval/results/tune_convergence_KIND.png")
     ap.add_argument("--paired", action="store_true", help="per-query dev tests of the chosen runs (bi; loads models)")
+    ap.add_argument(
+        "--pick",
+        metavar="TAG",
+        help="print TAG's dev-picked learning rate and the steps full FT's training time buys it, and stop",
+    )
     args = ap.parse_args()
     runs = load_runs(args.results, args.kind)
     if not runs:
         print(f"no {args.kind} runs in {args.results}", file=sys.stderr)
         return 1
     summary = summarise(runs)
+    if args.pick:
+        c = summary["methods"][args.pick]
+        print(c["lr"], round(summary["methods"]["full"]["train_s"]["mean"] / c["s_per_step"]["mean"]))
+        return 0
     if args.paired:
         summary["paired_dev"] = paired(summary, runs)
     summary_path = args.summary or HERE / "results" / f"tune_convergence_{args.kind}.json"

@@ -86,6 +86,7 @@ def main() -> None:
     log.unlink(missing_ok=True)
     cfg = TrainConfig(
         epochs=args.epochs,
+        steps=args.steps,
         batch_size=args.batch_size,
         n_negatives=args.n_negatives,
         lr=args.lr or DEFAULT_LR[args.method],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -418,8 +419,26 @@ def test_training_a_two_layer_model_end_to_end_decreases_loss(
         # both clocks are read at every dev check and only grow (they exclude the checks themselves)
         for clock in (result.dev_train_s, result.dev_train_cpu_s):
             assert len(clock) == len(result.dev_history) and clock[0] == 0.0
-            assert all(a < b for a, b in zip(clock, clock[1:], strict=False))
+            assert all(a < b for a, b in itertools.pairwise(clock))
         assert result.dev_train_cpu_s[-1] == result.train_cpu_s > 0
+
+
+def test_a_step_budget_crosses_epochs_decays_to_zero_and_checks_the_final_state(
+    tiny_dir: Path, tmp_path: Path, scifact_dir: Path
+) -> None:
+    """``steps`` (the equal-compute budget) runs exactly that many steps, passing over the data as often as needed,
+    with the learning-rate schedule spread over them, and the last state gets a dev check."""
+    examples = _scifact_examples(scifact_dir, n_queries=10, n_negatives=3)[:12]  # 3 steps per pass at batch 4
+    assert len(examples) == 12
+    model, tok = artifacts.build("cross-encoder", str(tiny_dir), {"method": "side"})
+    log = tmp_path / "steps.jsonl"
+    cfg = TrainConfig(steps=7, batch_size=4, n_negatives=3, max_length=32, eval_every=3, patience=9, log_path=str(log))
+    result = Trainer(model, tok, cfg).fit(examples, dev=lambda m: 0.0, show_progress=False)
+    steps = [json.loads(x) for x in log.read_text().splitlines() if '"loss"' in x]
+    assert result.steps == len(steps) == 7
+    assert [r["epoch"] for r in steps] == [0, 0, 0, 1, 1, 1, 2]
+    assert steps[-1]["lr"] == 0.0 and steps[0]["lr"] > 0
+    assert [s for s, _ in result.dev_history] == [0, 3, 6, 7]
 
 
 def test_tap_cache_runs_the_frozen_backbone_once_per_sequence() -> None:

@@ -43,6 +43,7 @@ class Example:
 @dataclass
 class TrainConfig:
     epochs: int = 1
+    steps: int = 0  # total steps when > 0 (passes over the data as needed), else epochs x steps per epoch
     batch_size: int = 8  # queries per step
     n_negatives: int = 7
     lr: float = 1e-3
@@ -187,7 +188,7 @@ class Trainer:
             raise IrkitError("the model has no trainable parameters")
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         per_epoch = math.ceil(len(train) / cfg.batch_size)
-        total = per_epoch * cfg.epochs
+        total = cfg.steps or per_epoch * cfg.epochs
         sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total), total)
         log = open(cfg.log_path, "a", encoding="utf-8") if cfg.log_path else None  # noqa: SIM115
         result = TrainResult(best_dev=None, best_step=0, steps=0, wall_s=0.0)
@@ -232,10 +233,12 @@ class Trainer:
         self.model.train()
         step, stop = 0, False
         bar = tqdm(total=total, desc=f"tune {self.kind}", unit="step", disable=not show_progress)
-        for epoch in range(cfg.epochs):
+        for epoch in range(math.ceil(total / per_epoch)):
             order = list(range(len(train)))
             rng.shuffle(order)
             for i in range(0, len(order), cfg.batch_size):
+                if step == total:
+                    break
                 tick, cpu_tick = time.perf_counter(), time.process_time()
                 with autocast(cfg.bf16):
                     loss = self._loss([train[j] for j in order[i : i + cfg.batch_size]])
@@ -260,6 +263,8 @@ class Trainer:
                 break
             if dev is not None and not cfg.eval_every and evaluate(step):
                 break
+        if dev is not None and cfg.eval_every and not stop and result.dev_history[-1][0] != step:
+            evaluate(step)  # the final state is always checked
         bar.close()
         if dev is not None:
             self.model.load_state_dict(best_state, strict=False)
