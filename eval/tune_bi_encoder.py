@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample, training_report
+from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample, set_threads, training_report
 
 from irkit.cli.tune import tune_section
 from irkit.data.types import Ranking
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="save the selected encoder as an adapter artifact here")
     ap.add_argument("--results", type=Path, required=True)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    set_threads()
 
     data = load_scifact(seed=args.seed)
     queries = dict(data.queries.items())

@@ -100,3 +100,11 @@ def training_report(result: TrainResult) -> dict[str, Any]:
         "dev_train_s": result.dev_train_s,
         "dev_train_cpu_s": result.dev_train_cpu_s,
     }
+
+
+def set_threads() -> None:
+    """Torch threads for an experiment: ``OMP_NUM_THREADS`` when set (two runs side by side, one core
+    each), else both cores of the machines these results come from."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))

@@ -145,15 +145,14 @@ def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict:
 
 def paired(summary: dict, runs: dict[str, dict[str, list[dict]]]) -> dict:
     """Per-query dev nDCG@10 of each chosen run's saved model (first seed) against the untuned model and full FT."""
-    import torch
     from tune_bi_encoder import dev_run, dev_slice
-    from tune_common import load_scifact
+    from tune_common import load_scifact, set_threads
 
     from irkit.evaluation import compare
     from irkit.models.tuned import load_bi_encoder
     from irkit.tune import artifacts
 
-    torch.set_num_threads(2)
+    set_threads()
     chosen = {tag: runs[tag][c["lr"]][0] for tag, c in summary["methods"].items()}
     cfg = argparse.Namespace(**next(iter(chosen.values()))["config"])
     data = load_scifact(seed=cfg.seed)

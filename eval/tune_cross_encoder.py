@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample, training_report
+from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample, set_threads, training_report
 
 from irkit.cli.tune import tune_section
 from irkit.data.io import write_run
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="save the selected model as an adapter artifact here")
     ap.add_argument("--results", type=Path, required=True)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    set_threads()
 
     data = load_scifact(seed=args.seed)
     examples = build_examples(
