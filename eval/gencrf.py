@@ -8,6 +8,8 @@ Phases (each resumable; LLM replies live in the reply cache, rankings in runner 
     nice -n 10 python eval/gencrf.py run --queries 0 [--no-qerm] --results eval/results/gencrf-smollm2-300.json
     python eval/gencrf.py rerun --queries 0        # fresh stages over a warm cache: 100 % hits, 0 LLM calls
     python eval/gencrf.py report --queries 0 --results eval/results/gencrf-smollm2-300.json
+    python eval/gencrf.py report --queries 64 --model qwen2.5-coder-0.5b \\
+        --results eval/results/gencrf-qwen2.5-coder-0.5b-64.json --versus eval/results/gencrf-smollm2-64.json
     python eval/regress.py --only gencrf-bm25-raw ...   # regression rows: rankings recomputed, replies cached
 
 ``generate`` asks the LLM for everything the conditions without QERM need (GenCRF's six
@@ -151,7 +153,8 @@ def run_all(args: argparse.Namespace) -> None:
         for cond, rewriter in conditions(args, name, qerm=not args.no_qerm).items():
             t0 = time.time()
             runs[cond] = ranked(args, name, cond, rewriter, qs, f"test{args.queries}")
-            facts = _facts(rewriter, qs)
+            # a rewriter does not see its retriever, so without QERM (whose models do) BM25's facts are dense's
+            facts = _facts(rewriter, qs) if name == "dense" or cond.endswith("+qerm") else {}
             out.setdefault(name, {})[cond] = {
                 "scores": evaluate(runs[cond], qrels, MEASURES).aggregate,
                 "per_query": evaluate(runs[cond], qrels, ["nDCG@10"]).per_query["nDCG@10"],
@@ -257,6 +260,32 @@ def report(args: argparse.Namespace) -> None:
         print(f"QERM: {sum(r > 1 for r in rounds)} of {len(rounds)} (query, weighting) pairs regenerated once.\n")
     cost_table(args, res)
     examples(res)
+    if args.versus:
+        versus(res, json.loads(Path(args.versus).read_text(encoding="utf-8")))
+
+
+def versus(res: dict[str, Any], other: dict[str, Any]) -> None:
+    """This run's LLM against another model's on the same queries: nDCG@10 per condition, paired t-test (Holm)."""
+    from scipy import stats
+
+    from irkit.evaluation import holm
+
+    if res["queries"] != other["queries"]:
+        raise SystemExit(f"--versus: {res['queries']} queries here, {other['queries']} there")
+    print(f"### {res['model']} against {other['model']}, same {res['queries']} queries (nDCG@10)\n")
+    print(f"| retriever | condition | {res['model']} | {other['model']} | Δ | p | p (Holm) |")
+    print("|---|---|---|---|---|---|---|")
+    for name in RETRIEVERS:
+        conds = [c for c in res[name] if c in other[name] and c not in ("raw", "rm3")]
+        rows, ps = [], []
+        for c in conds:
+            a, b = res[name][c]["per_query"], other[name][c]["per_query"]
+            qs = sorted(a)
+            ps.append(float(stats.ttest_rel([a[q] for q in qs], [b[q] for q in qs]).pvalue))
+            rows.append((c, res[name][c]["scores"]["nDCG@10"], other[name][c]["scores"]["nDCG@10"]))
+        for (c, x, y), pv, ph in zip(rows, ps, holm(ps), strict=True):
+            print(f"| {name} | {c} | {x:.4f} | {y:.4f} | {x - y:+.4f} | {pv:.3g} | {ph:.3g} |")
+    print()
 
 
 def cost_table(args: argparse.Namespace, res: dict[str, Any]) -> None:
@@ -323,6 +352,7 @@ def main() -> None:
     p.add_argument("--model", default="smollm2")
     p.add_argument("--shard", type=int, default=8, help="queries per LLM batch group (generation batch = 6 x shard)")
     p.add_argument("--results", help="results JSON (default eval/results/gencrf-MODEL.json)")
+    p.add_argument("--versus", help="report: another model's results JSON on the same queries, compared per condition")
     p.add_argument(
         "--runs", help="runner checkpoints of the rankings (default: the eval cache; a fresh directory recomputes them)"
     )
