@@ -266,9 +266,7 @@ def report(args: argparse.Namespace) -> None:
 
 def versus(res: dict[str, Any], other: dict[str, Any]) -> None:
     """This run's LLM against another model's on the same queries: nDCG@10 per condition, paired t-test (Holm)."""
-    from scipy import stats
-
-    from irkit.evaluation import holm
+    from irkit.evaluation import compare_per_query, holm
 
     if res["queries"] != other["queries"]:
         raise SystemExit(f"--versus: {res['queries']} queries here, {other['queries']} there")
@@ -277,13 +275,10 @@ def versus(res: dict[str, Any], other: dict[str, Any]) -> None:
     print("|---|---|---|---|---|---|---|")
     for name in RETRIEVERS:
         conds = [c for c in res[name] if c in other[name] and c not in ("raw", "rm3")]
-        rows, ps = [], []
-        for c in conds:
-            a, b = res[name][c]["per_query"], other[name][c]["per_query"]
-            qs = sorted(a)
-            ps.append(float(stats.ttest_rel([a[q] for q in qs], [b[q] for q in qs]).pvalue))
-            rows.append((c, res[name][c]["scores"]["nDCG@10"], other[name][c]["scores"]["nDCG@10"]))
-        for (c, x, y), pv, ph in zip(rows, ps, holm(ps), strict=True):
+        # each condition has its own baseline (the other model's same condition): one test per condition
+        ps = [compare_per_query(other[name][c]["per_query"], {c: res[name][c]["per_query"]})[0].p_value for c in conds]
+        for c, pv, ph in zip(conds, ps, holm(ps), strict=True):
+            x, y = res[name][c]["scores"]["nDCG@10"], other[name][c]["scores"]["nDCG@10"]
             print(f"| {name} | {c} | {x:.4f} | {y:.4f} | {x - y:+.4f} | {pv:.3g} | {ph:.3g} |")
     print()
 

@@ -98,14 +98,21 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 def compare(baseline: Ranking, runs: Mapping[str, Ranking], qrels: Qrels, measure: str = "nDCG@10") -> list[Comparison]:
     """Paired two-sided t-tests of each run against ``baseline``, Holm-corrected across runs."""
+
+    def per_query(run: Ranking) -> dict[str, float]:
+        return evaluate(run, qrels, [measure]).per_query[measure]
+
+    return compare_per_query(per_query(baseline), {name: per_query(run) for name, run in runs.items()})
+
+
+def compare_per_query(base: Mapping[str, float], others: Mapping[str, Mapping[str, float]]) -> list[Comparison]:
+    """:func:`compare` over per-query values already computed (qid -> value; every system has the baseline's qids)."""
     from scipy import stats
 
-    base = evaluate(baseline, qrels, [measure]).per_query[measure]
     qids = sorted(base)
+    a = np.array([base[q] for q in qids])
     rows = []
-    for name, run in runs.items():
-        other = evaluate(run, qrels, [measure]).per_query[measure]
-        a = np.array([base[q] for q in qids])
+    for name, other in others.items():
         b = np.array([other[q] for q in qids])
         p = 1.0 if np.allclose(a, b) else float(stats.ttest_rel(b, a).pvalue)
         rows.append((name, float(b.mean()), float(a.mean()), p))
