@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
-import torch
+from tune_common import DATA, ROOT, load_scifact, set_threads
 
 from irkit.data.docstore import DocStore
 from irkit.data.io import read_qrels, read_run, read_topics_tsv
@@ -26,8 +25,7 @@ from irkit.models.tuned import read_config
 from irkit.pipeline.operators import Interpolate
 from irkit.rerank.cross_encoder import CrossEncoder
 
-ROOT = Path(__file__).resolve().parents[1]
-DL19 = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data")) / "trec-dl-2019"
+DL19 = DATA / "trec-dl-2019"
 
 
 def main() -> None:
@@ -37,7 +35,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=100)
     ap.add_argument("--results", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    set_threads()
 
     if args.data == "dl19":
         topics = read_topics_tsv(DL19 / "topics.tsv")
@@ -45,8 +43,6 @@ def main() -> None:
         bm25 = read_run(DL19 / "bm25-top100.run", topics)
         bm25.docstore = DocStore.for_corpus(DL19 / "passages.jsonl")
     else:
-        from tune_common import load_scifact
-
         data = load_scifact()
         qrels = data.test_qrels
         bm25 = data.bm25.subset(sorted(qrels))
