@@ -439,6 +439,8 @@ def test_a_step_budget_crosses_epochs_decays_to_zero_and_checks_the_final_state(
     assert [r["epoch"] for r in steps] == [0, 0, 0, 1, 1, 1, 2]
     assert steps[-1]["lr"] == 0.0 and steps[0]["lr"] > 0
     assert [s for s, _ in result.dev_history] == [0, 3, 6, 7]
+    with pytest.raises(IrkitError, match="steps must be >= 0"):
+        Trainer(model, tok, TrainConfig(steps=-1, batch_size=4, n_negatives=3, max_length=32)).fit(examples)
 
 
 def test_tap_cache_runs_the_frozen_backbone_once_per_sequence() -> None:

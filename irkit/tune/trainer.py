@@ -181,6 +181,8 @@ class Trainer:
         cfg = self.config
         if not train:
             raise IrkitError("no training examples")
+        if cfg.steps < 0:
+            raise IrkitError(f"steps must be >= 0 (0: epochs x steps per epoch), got {cfg.steps}")
         set_seed(cfg.seed)
         rng = random.Random(cfg.seed)
         params = [p for p in self.model.parameters() if p.requires_grad]
