@@ -19,7 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample, set_threads, training_report
+from tune_common import (
+    RUNS,
+    SciFact,
+    add_tuning_args,
+    full_step_cost,
+    load_scifact,
+    sample,
+    set_threads,
+    training_report,
+)
 
 from irkit.cli.tune import tune_section
 from irkit.data.types import Ranking
@@ -134,6 +143,9 @@ def main() -> None:
             "n_dev_queries": len(dev_qids),
             **training_report(result),
             "losses": result.losses,
+            **full_step_cost(
+                lambda: artifacts.build("bi-encoder", "minilm", tune_section(args) | {"method": "full"}), cfg, examples
+            ),
         }
         if args.out:
             artifacts.save(model, args.out, kind="bi-encoder", backbone="minilm", max_length=args.max_length)

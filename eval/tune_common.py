@@ -9,16 +9,19 @@ from __future__ import annotations
 import argparse
 import os
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
+from regress import machine
 
 from irkit.cli.tune import add_method_args
 from irkit.data.docstore import DocStore, DocTexts
 from irkit.data.io import read_qrels, read_queries, read_run, write_run
 from irkit.data.types import Qrels, Queries, Ranking
-from irkit.tune.trainer import TrainResult, split_dev
+from irkit.tune.trainer import TrainConfig, Trainer, TrainResult, split_dev
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
@@ -100,6 +103,18 @@ def training_report(result: TrainResult) -> dict[str, Any]:
         "dev_train_s": result.dev_train_s,
         "dev_train_cpu_s": result.dev_train_cpu_s,
     }
+
+
+def full_step_cost(build: Callable[[], tuple[Any, Any]], cfg: TrainConfig, examples: Sequence, steps: int = 4) -> dict:
+    """CPU seconds of one *full fine-tuning* step of a run's model, batch and lengths, measured in the run's
+    own process after its training (median of ``steps`` steps after a warm-up one). A run's CPU seconds
+    divided by it are its compute in full-FT steps: a unit that still compares runs when a grid spans
+    several machines (AVX2 or AVX-512 change the seconds, much less the ratio)."""
+    model, tok = build()
+    cfg = replace(cfg, epochs=1, steps=steps + 1, eval_every=1, patience=steps + 2, log_path=None)
+    result = Trainer(model, tok, cfg).fit(list(examples[: cfg.batch_size * (steps + 1)]), dev=lambda _m: 0.0)
+    per_step = np.diff(result.dev_train_cpu_s)[1:]  # checks at steps 0..steps+1; the first step warms up
+    return {"full_step_cpu_s": float(np.median(per_step)), "machine": machine()}
 
 
 def set_threads() -> None:

@@ -1,4 +1,4 @@
-"""Learning efficiency (issue #16): dev nDCG@10 against training steps and training time, per tuning method.
+"""Learning efficiency (issue #16): dev nDCG@10 against training steps and training compute, per tuning method.
 
 Reads the runs of ``bash eval/tune_all.sh curves`` (``{kind}_{tag}_lr{lr}_s{seed}.json``, each
 with its dev checks), picks one learning rate per method on the dev slice (highest mean dev
@@ -8,16 +8,16 @@ nDCG@10 at the end of the budget; the test split is never looked at), and report
 - steps to 95 % of the final dev *gain* over the untuned model (the first check at which
   ``dev - dev_0 >= 0.95 (final - dev_0)``); "95 % of the final score" itself is reached at
   step 0 here, since the untuned MiniLM already scores > 95 % of any final value;
-- seconds per training step and the training time as a share of full fine-tuning's, and the
-  dev score at equal compute: the last check each method reached within the training time
-  full fine-tuning needed for the whole budget. Training time is the CPU seconds of the
-  training steps where runs recorded them (a shared machine's contention inflates wall
-  seconds, not CPU seconds), else their wall seconds. A method faster than full FT
-  finishes the budget early and would have had spare time; ``side-4ep`` (the side network's
-  cheap extra passes) is the run that spends it;
+- compute per training step and in all, as a share of full fine-tuning's, and the dev score at
+  equal compute: the last check each method reached within the compute full fine-tuning spent on
+  the whole budget. Compute is counted in full-FT steps where runs measured the CPU seconds of one
+  on their machine (a grid's runs land on AVX2 and AVX-512 machines), else in the CPU seconds of
+  the training steps (a shared machine's contention inflates wall seconds, not CPU seconds), else
+  in wall seconds. A method cheaper than full FT finishes the budget early and would have had
+  compute to spare; the ``METHOD-eq`` runs (``--steps``, from ``--pick``) spend it;
 - the paper's claim: connected within 0.005 of full fine-tuning, above every scattered method.
 
-Writes the summary JSON and a PNG (dev vs steps, dev vs training seconds). ``--paired``
+Writes the summary JSON and a PNG (dev vs steps, dev vs training compute). ``--paired``
 re-scores the dev queries per query with each chosen run's saved model (``--out`` of the run)
 and the untuned one: paired t-tests say which final differences the dev slice can resolve.
 
@@ -65,16 +65,29 @@ def steps_to_gain(run: dict, share: float = 0.95) -> int | None:
 
 
 def clock(run: dict) -> tuple[float, list[float]]:
-    """Training seconds of a run, in total and at each dev check: CPU seconds where the run recorded them
-    (contention on a shared machine does not inflate them), wall seconds of the training steps otherwise."""
+    """Training compute of a run, in total and at each dev check, in :func:`clock_unit`'s unit: full-FT
+    steps where the run measured one on its machine (``tune_common.full_step_cost``), so that runs made on
+    different machines compare; else CPU seconds (contention on a shared machine does not inflate them);
+    else wall seconds of the training steps."""
+    if "full_step_cpu_s" in run:
+        unit = run["full_step_cpu_s"]
+        return run["train_cpu_s"] / unit, [t / unit for t in run["dev_train_cpu_s"]]
     if "train_cpu_s" in run:
         return run["train_cpu_s"], run["dev_train_cpu_s"]
     return run["train_s"], run["dev_train_s"]
 
 
-def dev_within(run: dict, seconds: float) -> tuple[float, int]:
-    """``(dev, step)`` of the last check reached within ``seconds`` of training time."""
-    reached = [(dev, step) for (step, dev), t in zip(run["dev_history"], clock(run)[1], strict=True) if t <= seconds]
+def clock_unit(runs: list[dict]) -> str:
+    """The one unit :func:`clock` measures these runs in (mixed units cannot be compared: an error)."""
+    units = {"full-FT steps" if "full_step_cpu_s" in r else "CPU s" if "train_cpu_s" in r else "wall s" for r in runs}
+    if len(units) > 1:
+        sys.exit(f"runs measure compute in different units ({', '.join(sorted(units))}): rerun the older ones")
+    return units.pop()
+
+
+def dev_within(run: dict, budget: float) -> tuple[float, int]:
+    """``(dev, step)`` of the last check reached within ``budget`` of training compute (:func:`clock`)."""
+    reached = [(dev, step) for (step, dev), t in zip(run["dev_history"], clock(run)[1], strict=True) if t <= budget]
     return reached[-1]
 
 
@@ -94,6 +107,7 @@ def fmt(stat: dict[str, float], n: int) -> str:
 
 
 def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict:
+    unit = clock_unit([r for by_lr in runs.values() for rs in by_lr.values() for r in rs])
     chosen: dict[str, dict] = {}
     for tag, by_lr in runs.items():
         # the rate is picked on the seeds every rate ran (the sweep's), so later seeds at the picked rate cannot flip it
@@ -112,20 +126,21 @@ def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict:
             "best_dev": mean_std([r["best_dev"] for r in rs]),
             "steps": rs[0]["steps"],
             "steps_to_95pct_gain": gains,
-            "clock": "CPU" if all("train_cpu_s" in r for r in rs) else "wall",
-            "s_per_step": mean_std([clock(r)[0] / r["steps"] for r in rs]),
-            "train_s": mean_std([clock(r)[0] for r in rs]),
+            "clock": unit,
+            "machines": sorted({r.get("machine", "unrecorded") for r in rs}),
+            "cost_per_step": mean_std([clock(r)[0] / r["steps"] for r in rs]),
+            "compute": mean_std([clock(r)[0] for r in rs]),
             "curve": [r["dev_history"] for r in rs],
-            "curve_train_s": [clock(r)[1] for r in rs],
+            "curve_compute": [clock(r)[1] for r in rs],
             "test": test_scores(rs),
         }
-    if "full" in chosen:  # equal wall-clock compute: the training time full FT needed for the whole budget
-        budget = chosen["full"]["train_s"]["mean"]
+    if "full" in chosen:  # equal compute: what full FT spent on the whole budget
+        budget = chosen["full"]["compute"]["mean"]
         for tag, c in chosen.items():
             at = [dev_within(r, budget) for r in runs[tag][c["lr"]]]
             c["equal_compute"] = {
-                "budget_s": budget,
-                "share_of_budget_used": c["train_s"]["mean"] / budget,
+                "budget": budget,
+                "share_of_budget_used": c["compute"]["mean"] / budget,
                 "dev": mean_std([d for d, _ in at]),
                 "step": [s for _, s in at],
             }
@@ -180,7 +195,7 @@ def table(summary: dict) -> str:
     methods = summary["methods"]
     head = (
         "| method | LR (dev-picked; sweep: final dev) | seeds | trainable % | final dev nDCG@10 | best dev "
-        "| steps to 95 % gain | s / step | time vs full | dev within full FT's time (step) | test nDCG@10 |"
+        "| steps to 95 % gain | compute / step | compute vs full | dev within full FT's compute (step) | test nDCG@10 |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for tag in sorted(methods, key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
@@ -196,7 +211,7 @@ def table(summary: dict) -> str:
         pct = f"{c['trainable_pct']:.2f}" if c["trainable_pct"] is not None else "-"
         lines.append(
             f"| {tag} | {c['lr']} ({sweep}) | {n} | {pct} | {fmt(c['final_dev'], n)} | {fmt(c['best_dev'], n)} "
-            f"| {gains} of {c['steps']} | {c['s_per_step']['mean']:.1f} | {share} | {eq_cell} "
+            f"| {gains} of {c['steps']} | {c['cost_per_step']['mean']:.2f} | {share} | {eq_cell} "
             f"| {'; '.join(f'{k} {fmt(v, n)}' for k, v in c['test'].items()) or '-'} |"
         )
     return "\n".join(lines)
@@ -212,17 +227,17 @@ def plot(summary: dict, path: Path, title: str) -> None:
     for tag in sorted(summary["methods"], key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
         c = summary["methods"][tag]
         label = f"{tag} (lr {c['lr']})"
-        for i, (curve, secs) in enumerate(zip(c["curve"], c["curve_train_s"], strict=True)):
+        for i, (curve, secs) in enumerate(zip(c["curve"], c["curve_compute"], strict=True)):
             steps, devs = zip(*curve, strict=True)
             style = {"label": label if i == 0 else None, "marker": "o", "markersize": 3, "alpha": 0.9}
             line = axes[0].plot(steps, devs, **style)[0]
             axes[1].plot(secs, devs, color=line.get_color(), **style)
     axes[0].set_xlabel("training step")
-    clocks = {c["clock"] for c in summary["methods"].values()}
-    axes[1].set_xlabel(f"training time ({'/'.join(sorted(clocks))} s, dev checks excluded)")
+    unit = next(iter(summary["methods"].values()))["clock"]
+    axes[1].set_xlabel(f"training compute ({unit}, dev checks excluded)")
     axes[0].set_ylabel("dev nDCG@10")
     if "full" in summary["methods"] and summary["methods"]["full"].get("equal_compute"):
-        axes[1].axvline(summary["methods"]["full"]["equal_compute"]["budget_s"], color="grey", linestyle=":")
+        axes[1].axvline(summary["methods"]["full"]["equal_compute"]["budget"], color="grey", linestyle=":")
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -239,7 +254,7 @@ def main() -> int:
     ap.add_argument(
         "--pick",
         metavar="TAG",
-        help="print TAG's dev-picked learning rate and the steps full FT's training time buys it, and stop",
+        help="print TAG's dev-picked learning rate and the steps full FT's training compute buys it, and stop",
     )
     args = ap.parse_args()
     runs = load_runs(args.results, args.kind)
@@ -249,7 +264,7 @@ def main() -> int:
     summary = summarise(runs)
     if args.pick:
         c = summary["methods"][args.pick]
-        print(c["lr"], round(summary["methods"]["full"]["train_s"]["mean"] / c["s_per_step"]["mean"]))
+        print(c["lr"], round(summary["methods"]["full"]["compute"]["mean"] / c["cost_per_step"]["mean"]))
         return 0
     if args.paired:
         summary["paired_dev"] = paired(summary, runs)

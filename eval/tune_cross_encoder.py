@@ -16,7 +16,16 @@ import time
 from pathlib import Path
 
 import torch
-from tune_common import RUNS, SciFact, add_tuning_args, load_scifact, sample, set_threads, training_report
+from tune_common import (
+    RUNS,
+    SciFact,
+    add_tuning_args,
+    full_step_cost,
+    load_scifact,
+    sample,
+    set_threads,
+    training_report,
+)
 
 from irkit.cli.tune import tune_section
 from irkit.data.io import write_run
@@ -130,6 +139,11 @@ def main() -> None:
         "total_params": total,
         "trainable_pct": 100.0 * trainable / total,
         **training_report(result),
+        **full_step_cost(
+            lambda: artifacts.build("cross-encoder", "minilm", tune_section(args) | {"method": "full"}, args.pooling),
+            cfg,
+            examples,
+        ),
         "dev_interp": dev_by_w,
         "interp_weight": best_w,
         "test_depth": args.test_depth,
