@@ -83,8 +83,8 @@ curves() {
 # read 256 with bf16 on AVX-512) and 32 query tokens, in training and in the test search alike; the
 # cross-encoder's test reranks the BM25 top 20 (the shipped pipeline's depth). Two processes, one per
 # model kind, share the two cores: KINDS=bi OMP_NUM_THREADS=1 ... & KINDS=ce OMP_NUM_THREADS=1 ...
-#   1. seed 13, every method at both of its learning rates (the sweep); the bi-encoder's test search
-#      (5,183 documents) runs afterwards for the picked rate only, from the saved model
+#   1. seed 13, every method at both of its learning rates (the sweep); every run also runs its test
+#      search (a later session, on another machine, may not have the saved models of this one)
 #   2. seeds 14 and 15 at the rate the dev slice picked (tune_convergence.py --pick reads stage 1)
 #   3. equal compute: every method at least 1.25x cheaper than full FT per step trains for the steps
 #      full FT's CPU seconds buy it (tag METHOD-eq), at its picked rate, 3 seeds
@@ -120,23 +120,13 @@ grid16() {
       for method in $METHODS; do
         lr=$(lrs "$method" | cut -d' ' -f$i)
         if [[ $kind == bi ]]; then
-          run bi "$method" "$lr" 13 "$method" --no-test --out "runs/tune/grid16/bi_${method}_lr${lr}_s13"
+          run bi "$method" "$lr" 13 "$method" --out "runs/tune/grid16/bi_${method}_lr${lr}_s13"
         else
           run ce "$method" "$lr" 13 "$method"
         fi
       done
     done
   done
-  if [[ $kinds == *bi* ]]; then
-    for method in $METHODS; do
-      read -r lr _ < <(pick bi "$method")
-      local res="$out/bi_${method}_lr${lr}_s13.json"
-      python -c "import json,sys; sys.exit('test' in json.load(open(sys.argv[1])))" "$res" || continue
-      echo "== $(date -u +%H:%M:%S) bi $method lr $lr seed 13: test search of the saved model"
-      python eval/tune_bi_encoder.py --load "runs/tune/grid16/bi_${method}_lr${lr}_s13" --max-length 128 \
-        --query-max-length 32 --results "$res"
-    done
-  fi
   for kind in $kinds; do
     for seed in 14 15; do
       for method in $METHODS; do
