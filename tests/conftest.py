@@ -44,3 +44,16 @@ def scifact_slice(tmp_path_factory: pytest.TempPathFactory, scifact_dir: Path) -
     (out / "qrels" / "test.tsv").write_text("\n".join(kept) + "\n", encoding="utf-8")
     (out / "queries.jsonl").write_text((scifact_dir / "queries.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
     return out
+
+
+@pytest.fixture(scope="session")
+def slice_indexes(tmp_path_factory: pytest.TempPathFactory, scifact_slice: Path) -> Path:
+    """A directory laid out like the repository, ``indexes/scifact-bm25`` and ``indexes/scifact-minilm``
+    over the slice: built once per session and only read by the tests that share it."""
+    from irkit.index.bm25 import build_bm25_index
+    from irkit.index.dense import build_dense_index
+
+    root = tmp_path_factory.mktemp("work")
+    build_bm25_index(scifact_slice, root / "indexes" / "scifact-bm25", show_progress=False)
+    build_dense_index(scifact_slice, root / "indexes" / "scifact-minilm", chunk_size=100, show_progress=False)
+    return root

@@ -18,8 +18,6 @@ from irkit.data.datasets import Dataset, load_dataset
 from irkit.data.io import write_run
 from irkit.data.types import Ranking
 from irkit.errors import IrkitError
-from irkit.index.bm25 import build_bm25_index
-from irkit.index.dense import build_dense_index
 from irkit.pipeline.config import load_pipeline, plan_pipeline, to_dict, to_yaml
 from irkit.pipeline.operators import Fuse, Interpolate, Then, TopK, rrf
 from irkit.rerank.cross_encoder import CrossEncoder
@@ -30,12 +28,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "pipelines"
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory, scifact_slice: Path) -> Path:
+def workdir(slice_indexes: Path) -> Path:
     """A directory laid out like the repo: indexes/scifact-bm25 and indexes/scifact-minilm (slice-sized)."""
-    root = tmp_path_factory.mktemp("work")
-    build_bm25_index(scifact_slice, root / "indexes" / "scifact-bm25", show_progress=False)
-    build_dense_index(scifact_slice, root / "indexes" / "scifact-minilm", chunk_size=100, show_progress=False)
-    return root
+    return slice_indexes
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +287,12 @@ def test_cli_run_reports_bad_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"{bad}:2: pipeline[0].bm25.b: expected float" in capsys.readouterr().err
     assert not (tmp_path / "o.trec").exists()
     assert os.listdir(tmp_path) == ["bad.yaml"]
+
+
+def test_yaml_keeps_each_step_on_one_line_however_long_its_paths(workdir: Path, tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 100) / ("e" * 100)
+    deep.mkdir(parents=True)
+    (deep / "bm25").symlink_to(workdir / "indexes" / "scifact-bm25")
+    text = to_yaml(BM25(index=str(deep / "bm25")) % 20)
+    assert text.splitlines()[1].startswith(f"- bm25: {{index: {deep / 'bm25'}, k1: 0.9,")
+    assert to_yaml(load_pipeline(yaml.safe_load(text))) == text

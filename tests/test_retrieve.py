@@ -13,8 +13,6 @@ from irkit.data.datasets import Dataset, load_dataset
 from irkit.data.io import read_run
 from irkit.data.types import Queries, Ranking
 from irkit.evaluation import evaluate
-from irkit.index.bm25 import build_bm25_index
-from irkit.index.dense import build_dense_index
 from irkit.retrieve.bm25 import BM25
 from irkit.retrieve.dense import Dense
 
@@ -25,11 +23,8 @@ def data(scifact_slice: Path) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def indexes(tmp_path_factory: pytest.TempPathFactory, scifact_slice: Path) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("indexes")
-    build_bm25_index(scifact_slice, root / "bm25", show_progress=False)
-    build_dense_index(scifact_slice, root / "dense", chunk_size=100, show_progress=False)
-    return {"bm25": root / "bm25", "dense": root / "dense"}
+def indexes(slice_indexes: Path) -> dict[str, Path]:
+    return {"bm25": slice_indexes / "indexes" / "scifact-bm25", "dense": slice_indexes / "indexes" / "scifact-minilm"}
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +134,6 @@ def test_bm25_relative_index_path_follows_python_cwd(
 ) -> None:
     # the JVM resolves relative paths against its own start directory; irkit must not
     monkeypatch.chdir(indexes["bm25"].parent)
-    relative = BM25("bm25")
+    relative = BM25(indexes["bm25"].name)
     q = next(iter(data.queries))
     assert relative.search(data.queries[q], k=5) == bm25.search(data.queries[q], k=5)

@@ -535,6 +535,9 @@ def test_reproduce_default_is_the_recipe_of_the_bundled_cross_encoder(capsys: py
     args = parser.parse_args(base)
     apply_recipe(args, args.parser)
     assert {k: getattr(args, k) for k in DEFAULT_RECIPE} == DEFAULT_RECIPE
+    args = parser.parse_args([*base, "--seed", "14"])  # the recipe under another seed: its variance
+    apply_recipe(args, args.parser)
+    assert {k: getattr(args, k) for k in DEFAULT_RECIPE} == DEFAULT_RECIPE | {"seed": 14}
     args = parser.parse_args([*base, "--epochs", "2"])
     with pytest.raises(SystemExit):
         apply_recipe(args, args.parser)

@@ -303,9 +303,15 @@ def to_dict(stage: Stage) -> dict[str, Any]:
     return {"pipeline": [_to_step(s) for s in steps]}
 
 
+def dump_yaml(spec: Mapping[str, Any]) -> str:
+    """Pipeline YAML text: each step one flow mapping on its own line, however long its paths
+    (PyYAML would otherwise wrap lines at 80 columns)."""
+    return yaml.safe_dump(dict(spec), sort_keys=False, default_flow_style=None, width=math.inf)
+
+
 def to_yaml(stage: Stage, path: str | Path | None = None) -> str:
     """Write a Python pipeline as YAML (to ``path`` atomically when given); returns the text."""
-    text = yaml.safe_dump(to_dict(stage), sort_keys=False, default_flow_style=None)
+    text = dump_yaml(to_dict(stage))
     if path is not None:
         from irkit.data.io import atomic_path
 
