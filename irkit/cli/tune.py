@@ -109,9 +109,9 @@ def apply_recipe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     """Set :data:`DEFAULT_RECIPE` on ``args``; an option given with another value is an error, not overridden,
     except ``--seed``: the recipe under other seeds measures how far a retrain lands from the shipped model."""
     for key, value in DEFAULT_RECIPE.items():
-        given = getattr(args, key)
         if key == "seed":
             continue
+        given = getattr(args, key)
         if given != parser.get_default(key) and given != value:
             parser.error(f"--reproduce-default trains with --{key.replace('_', '-')} {value}, not {given}")
         setattr(args, key, value)
