@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 from regress import machine
-from tune_common import INDEX, RUNS, SCIFACT, load_scifact
+from tune_common import INDEX, SCIFACT, load_scifact, train_candidates
 
-from irkit import BM25, CrossEncoder, evaluate, load_dataset, load_pipeline
+from irkit import evaluate, load_dataset, load_pipeline
 from irkit.cli import main as irkit_main
-from irkit.data.io import atomic_path, write_run
+from irkit.data.io import atomic_path
 from irkit.models.tuned import read_config
+from irkit.pipeline.operators import Then
 
 
 def main() -> None:
@@ -36,9 +37,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, required=True)
     args = ap.parse_args()
 
-    data = load_scifact()  # builds the BM25 index and its top-100 run of train and test queries if missing
-    candidates = RUNS / "scifact-train-bm25-top100.trec"
-    write_run(data.bm25.subset(q for q in data.bm25 if q in data.train_qrels or q in data.dev_qrels), candidates)
+    candidates = train_candidates(load_scifact())  # builds the BM25 index and its runs if missing
     t0 = time.perf_counter()
     rc = irkit_main(
         [
@@ -63,8 +62,10 @@ def main() -> None:
     test = load_dataset(SCIFACT, "test")
     assert test.qrels is not None
     first100 = test.queries.subset(list(test.queries)[:100])
-    ce = (BM25(INDEX) % 20 >> CrossEncoder(str(args.out))).transform(test.queries)
-    fused = load_pipeline(args.out / "pipeline.yaml").transform(test.queries)
+    # the pipeline irkit tune wrote, split before its last step: the cross-encoder scores each pair once
+    *rerank, interpolate = load_pipeline(args.out / "pipeline.yaml").stages
+    ce = Then(rerank).transform(test.queries)
+    fused = interpolate.transform(ce)
     report = {
         "seed": args.seed,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -67,6 +67,13 @@ def load_scifact(dev_fraction: float = 0.1, seed: int = 13) -> SciFact:
     return SciFact(queries, DocTexts(store), train.subset(train_q), train.subset(dev_q), test, bm25)
 
 
+def train_candidates(data: SciFact) -> Path:
+    """The BM25 top-100 run of the train split (dev slice included) as a file, for ``irkit tune --candidates``."""
+    path = RUNS / "scifact-train-bm25-top100.trec"
+    write_run(data.bm25.subset(q for q in data.bm25 if q in data.train_qrels or q in data.dev_qrels), path)
+    return path
+
+
 def add_tuning_args(ap: argparse.ArgumentParser, extra_methods: tuple[str, ...] = (), **defaults: Any) -> None:
     """Options every tuning experiment shares: the method (as ``irkit tune`` takes it), budget and dev protocol."""
     add_method_args(ap, extra_methods)
