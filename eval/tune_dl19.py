@@ -28,6 +28,37 @@ from irkit.rerank.cross_encoder import CrossEncoder
 DL19 = DATA / "trec-dl-2019"
 
 
+def rerank_report(model: str, data: str, depth: int) -> dict:
+    """BM25 top ``depth`` of ``data`` ("dl19" or "scifact" test) reranked by the artifact ``model``, alone and
+    fused at its stored weight: nDCG@10 of each, BM25's, paired t-test p-values against BM25, pairs/s."""
+    if data == "dl19":
+        topics = read_topics_tsv(DL19 / "topics.tsv")
+        qrels = read_qrels(DL19 / "qrels.txt")
+        bm25 = read_run(DL19 / "bm25-top100.run", topics)
+        bm25.docstore = DocStore.for_corpus(DL19 / "passages.jsonl")
+    else:
+        scifact = load_scifact()
+        qrels = scifact.test_qrels
+        bm25 = scifact.bm25.subset(sorted(qrels))
+    w = float(read_config(model).get("interpolation", {}).get("weight", 0.5))
+    reranker = CrossEncoder(model)  # `bm25 % depth >> CrossEncoder(model) >> Interpolate(w)`, BM25 from a file
+    t0 = time.perf_counter()
+    ce = reranker.transform(bm25.top_k(depth))
+    wall = time.perf_counter() - t0
+    fused = Interpolate(w).transform(ce)
+    cmp = {c.name: c.p_value for c in compare(bm25, {"ce": ce, "fused": fused}, qrels)}
+    return {
+        "data": data,
+        "depth": depth,
+        "weight": w,
+        "pairs_per_s": sum(len(d) for _, (d, _) in ce.items()) / wall,
+        "bm25": evaluate(bm25, qrels, ["nDCG@10"])["nDCG@10"],
+        "ce": evaluate(ce, qrels, ["nDCG@10"])["nDCG@10"],
+        "fused": evaluate(fused, qrels, ["nDCG@10"])["nDCG@10"],
+        "p_vs_bm25": cmp,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "irkit" / "resources" / "cross-encoder-minilm"))
@@ -36,33 +67,7 @@ def main() -> None:
     ap.add_argument("--results", required=True)
     args = ap.parse_args()
     set_threads()
-
-    if args.data == "dl19":
-        topics = read_topics_tsv(DL19 / "topics.tsv")
-        qrels = read_qrels(DL19 / "qrels.txt")
-        bm25 = read_run(DL19 / "bm25-top100.run", topics)
-        bm25.docstore = DocStore.for_corpus(DL19 / "passages.jsonl")
-    else:
-        data = load_scifact()
-        qrels = data.test_qrels
-        bm25 = data.bm25.subset(sorted(qrels))
-    w = float(read_config(args.model).get("interpolation", {}).get("weight", 0.5))
-    reranker = CrossEncoder(args.model)  # `bm25 % depth >> CrossEncoder(model) >> Interpolate(w)`, BM25 from a file
-    t0 = time.perf_counter()
-    ce = reranker.transform(bm25.top_k(args.depth))
-    wall = time.perf_counter() - t0
-    fused = Interpolate(w).transform(ce)
-    cmp = {c.name: c.p_value for c in compare(bm25, {"ce": ce, "fused": fused}, qrels)}
-    report = {
-        "data": args.data,
-        "depth": args.depth,
-        "weight": w,
-        "pairs_per_s": sum(len(d) for _, (d, _) in ce.items()) / wall,
-        "bm25": evaluate(bm25, qrels, ["nDCG@10"])["nDCG@10"],
-        "ce": evaluate(ce, qrels, ["nDCG@10"])["nDCG@10"],
-        "fused": evaluate(fused, qrels, ["nDCG@10"])["nDCG@10"],
-        "p_vs_bm25": cmp,
-    }
+    report = rerank_report(args.model, args.data, args.depth)
     Path(args.results).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2))
 

@@ -4,7 +4,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from irkit.data.datasets import Dataset
+    from irkit.tune.trainer import Example
 
 
 def add_method_args(p: argparse.ArgumentParser, extra_methods: tuple[str, ...] = ()) -> None:
@@ -102,6 +108,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--log", default=None, help="loss curve as jsonl (default OUT.loss.jsonl)")
     p.add_argument("--no-cache", action="store_true", help="side: do not cache the frozen backbone's outputs")
+    d = p.add_argument_group(
+        "distillation (cross-encoder)",
+        "LLM-written queries for sampled corpus passages, BM25 candidates from --index, targets from the teachers' "
+        "combined scores; the split's own queries keep their judged positives (irkit.tune.distil)",
+    )
+    d.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        help="a reranking stage as a pipeline step, e.g. splade or '{bi_encoder: {model: nomic-embed-text-v1.5}}' "
+        "(repeat for several: their standardised scores are averaged)",
+    )
+    d.add_argument("--generate", type=int, default=0, metavar="N", help="passages to write a query for (0: none)")
+    d.add_argument("--llm", default="smollm2", help="the LLM that writes the queries (default smollm2)")
+    d.add_argument("--llm-cache", default=None, help="reply cache (default $IRKIT_CACHE/llm/replies.sqlite)")
+    d.add_argument("--keep-top", type=int, default=3, help="keep a query if its passage is in the teachers' top K")
+    d.add_argument("--teacher-temperature", type=float, default=1.0, help="softmax temperature of the targets")
     p.set_defaults(func=run, parser=p)
 
 
@@ -150,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     examples = trainer.build_examples(
         {q: ds.qrels[q] for q in train_q}, queries, candidates, texts, args.negatives, args.neg_depth, args.seed
     )
+    if args.teacher or args.generate:
+        examples += synthetic(args, ds, set(dev_q), texts)
     trainer.set_seed(args.seed)  # the fresh head and adapters too, not only the training order
     model, tok = artifacts.build(args.kind, args.backbone, tune_section(args))
     if args.method == "side" and not args.no_cache:
@@ -201,6 +226,52 @@ def run(args: argparse.Namespace) -> int:
         path = write_pipeline(out, index, args.dev_depth, weight, args.dataset)
         print(f"interpolation weight {weight} (dev nDCG@10 {by_w[weight]:.4f}); pipeline: {path}")
     return 0
+
+
+def synthetic(args: argparse.Namespace, ds: Dataset, dev_qids: set[str], texts: Mapping[str, str]) -> list[Example]:
+    """Distillation examples for ``--teacher``/``--generate``: passages sampled from the corpus, never one
+    judged in another split of the dataset or in the dev slice (those are evaluation data)."""
+    import random
+
+    import yaml
+
+    from irkit.data.io import read_qrels
+    from irkit.errors import IrkitError
+    from irkit.pipeline.config import load_pipeline
+    from irkit.retrieve.bm25 import BM25
+    from irkit.tune import distil
+
+    if args.kind != "cross-encoder" or not args.teacher or args.generate < 1:
+        raise IrkitError("distillation trains a cross-encoder and needs --teacher and --generate N (N >= 1)")
+    teachers = []
+    for spec in args.teacher:
+        step = yaml.safe_load(spec)
+        stage = load_pipeline({"pipeline": [{step: {}} if isinstance(step, str) else step]})
+        if (stage.consumes, stage.produces) != ("ranking", "ranking"):
+            raise IrkitError(
+                f"teacher {spec!r} is not a reranking stage (it turns {stage.consumes} into {stage.produces})"
+            )
+        teachers.append(stage)
+    judged = {d for q in dev_qids for d in ds.qrels[q]}
+    for other in sorted(Path(args.dataset, "qrels").glob("*.tsv")):
+        if other.stem != args.split:
+            judged |= {d for _, docs in read_qrels(other).items() for d in docs}
+    pool = sorted(d for d in texts if d not in judged)
+    chosen = random.Random(args.seed).sample(pool, min(args.generate, len(pool)))
+    index = args.index or f"indexes/{Path(args.dataset).name}-bm25"
+    examples, counts = distil.synthetic_examples(
+        {d: texts[d] for d in chosen},
+        BM25(index, depth=args.neg_depth),
+        teachers,
+        llm=args.llm,
+        list_size=args.negatives + 1,
+        keep_top=args.keep_top,
+        temperature=args.teacher_temperature,
+        seed=args.seed,
+        cache=args.llm_cache,
+    )
+    print(f"distillation: {counts['passages']} passages, {counts['queries']} usable queries, {counts['examples']} kept")
+    return examples
 
 
 def write_pipeline(artifact: str | Path, index: str, depth: int, weight: float, dataset: str) -> Path:

@@ -33,11 +33,17 @@ DEFAULT_LR = {"connected": 1e-3, "side": 1e-3, "houlsby": 1e-3, "lora": 5e-4, "b
 
 @dataclass
 class Example:
-    """One training query with one relevant text and its hard negatives."""
+    """One training query with one relevant text and its hard negatives.
+
+    ``teacher`` (cross-encoder only), one score per text in the order positive, negatives: the
+    target becomes the softmax of these scores instead of the positive alone (distillation,
+    :mod:`irkit.tune.distil`).
+    """
 
     query: str
     positive: str
     negatives: list[str]
+    teacher: list[float] | None = None
 
 
 @dataclass
@@ -160,13 +166,27 @@ class Trainer:
                 return_tensors="pt",
             )
             logits = self.model(**enc).logits.float().view(len(batch), n)
-            target = torch.zeros(len(batch), dtype=torch.long)
-            return nn.functional.cross_entropy(logits, target)
+            return nn.functional.cross_entropy(logits, self._targets(batch, n))
+        if any(ex.teacher is not None for ex in batch):
+            raise IrkitError("teacher scores (distillation) train cross-encoders only")
         q = self._queries.embed([ex.query for ex in batch])
         d = self._documents.embed([t for ds in docs for t in ds])
         scores = q @ d.T / cfg.temperature
         target = torch.arange(len(batch)) * n  # each query's positive comes first in its group
         return nn.functional.cross_entropy(scores, target)
+
+    @staticmethod
+    def _targets(batch: list[Example], n: int) -> torch.Tensor:
+        """Each list's target distribution: all mass on the positive, or the softmax of its teacher scores."""
+        target = torch.zeros(len(batch), n)
+        for i, ex in enumerate(batch):
+            if ex.teacher is None:
+                target[i, 0] = 1.0
+            elif len(ex.teacher) < n:
+                raise IrkitError(f"an example has {len(ex.teacher)} teacher scores for {n} texts")
+            else:
+                target[i] = torch.softmax(torch.tensor(ex.teacher[:n], dtype=torch.float32), 0)
+        return target
 
     def fit(
         self,
