@@ -76,7 +76,8 @@ def generate_queries(
     """One greedy LLM query per passage id (``{docid: query}``; unusable replies are left out).
 
     Replies go through the reply cache (:class:`irkit.reformulate.llm_cache.CachedLLM`): a rerun
-    or a resumed job asks the LLM only for what is missing, and a crash loses one batch.
+    or a resumed job asks the LLM only for what is missing, and a crash loses one batch. Passages are
+    cut with the LLM's own tokenizer, so the model loads even when every reply is cached (seconds).
     """
     from tqdm.auto import tqdm
 
