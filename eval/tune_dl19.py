@@ -18,8 +18,8 @@ from pathlib import Path
 
 from tune_common import DATA, ROOT, load_scifact, set_threads
 
-from irkit.data.docstore import DocStore
-from irkit.data.io import read_qrels, read_run, read_topics_tsv
+from irkit.data.datasets import load_dataset
+from irkit.data.io import read_run
 from irkit.evaluation import compare, evaluate
 from irkit.models.tuned import read_config
 from irkit.pipeline.operators import Interpolate
@@ -31,11 +31,12 @@ DL19 = DATA / "trec-dl-2019"
 def rerank_report(model: str, data: str, depth: int) -> dict:
     """BM25 top ``depth`` of ``data`` ("dl19" or "scifact" test) reranked by the artifact ``model``, alone and
     fused at its stored weight: nDCG@10 of each, BM25's, paired t-test p-values against BM25, pairs/s."""
-    if data == "dl19":
-        topics = read_topics_tsv(DL19 / "topics.tsv")
-        qrels = read_qrels(DL19 / "qrels.txt")
-        bm25 = read_run(DL19 / "bm25-top100.run", topics)
-        bm25.docstore = DocStore.for_corpus(DL19 / "passages.jsonl")
+    if data == "dl19":  # the TREC DL layout as load_dataset reads it, with its bundled BM25 top 100
+        dl19 = load_dataset(DL19)
+        assert dl19.qrels is not None and dl19.run_path is not None
+        qrels = dl19.qrels
+        bm25 = read_run(dl19.run_path, dl19.queries)
+        bm25.docstore = dl19.docstore()
     else:
         scifact = load_scifact()
         qrels = scifact.test_qrels
