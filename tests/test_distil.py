@@ -166,3 +166,24 @@ def test_cli_tune_distils_splade_on_queries_smollm2_writes(
     assert "needs --teacher and --generate N" in capsys.readouterr().err
     assert main([*args[:-6], "--teacher", f"{{bm25: {{index: {index}}}}}", "--generate", "2"]) == 2
     assert "is not a reranking stage (it turns queries into ranking)" in capsys.readouterr().err
+
+
+def test_passages_judged_by_other_splits_are_found_by_path_or_by_name_under_irkit_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exclusion reads the BEIR directory that load_dataset would read, also for a name under $IRKIT_DATA."""
+    from irkit.cli.tune import judged_elsewhere
+
+    beir = tmp_path / "beir" / "tiny"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(f'{{"_id": "d{i}", "text": "t"}}\n' for i in range(5)))
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "a"}\n{"_id": "q2", "text": "b"}\n')
+    header = "query-id\tcorpus-id\tscore\n"
+    (beir / "qrels" / "train.tsv").write_text(header + "q1\td0\t1\n")
+    (beir / "qrels" / "test.tsv").write_text(header + "q2\td3\t1\nq2\td4\t1\n")
+    monkeypatch.setenv("IRKIT_DATA", str(tmp_path))
+    assert judged_elsewhere("beir/tiny", "train") == {"d3", "d4"}
+    assert judged_elsewhere(str(beir), "train") == {"d3", "d4"}
+    assert judged_elsewhere(str(beir), "test") == {"d0"}
+    with pytest.raises(IrkitError, match="needs a BEIR directory"):
+        judged_elsewhere("msmarco-passage/trec-dl-2019", "test")

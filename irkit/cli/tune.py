@@ -235,7 +235,6 @@ def synthetic(args: argparse.Namespace, ds: Dataset, dev_qids: set[str], texts: 
 
     import yaml
 
-    from irkit.data.io import read_qrels
     from irkit.errors import IrkitError
     from irkit.pipeline.config import load_pipeline
     from irkit.retrieve.bm25 import BM25
@@ -252,10 +251,7 @@ def synthetic(args: argparse.Namespace, ds: Dataset, dev_qids: set[str], texts: 
                 f"teacher {spec!r} is not a reranking stage (it turns {stage.consumes} into {stage.produces})"
             )
         teachers.append(stage)
-    judged = {d for q in dev_qids for d in ds.qrels[q]}
-    for other in sorted(Path(args.dataset, "qrels").glob("*.tsv")):
-        if other.stem != args.split:
-            judged |= {d for _, docs in read_qrels(other).items() for d in docs}
+    judged = judged_elsewhere(args.dataset, args.split) | {d for q in dev_qids for d in ds.qrels[q]}
     pool = sorted(d for d in texts if d not in judged)
     chosen = random.Random(args.seed).sample(pool, min(args.generate, len(pool)))
     index = args.index or f"indexes/{Path(args.dataset).name}-bm25"
@@ -272,6 +268,26 @@ def synthetic(args: argparse.Namespace, ds: Dataset, dev_qids: set[str], texts: 
     )
     print(f"distillation: {counts['passages']} passages, {counts['queries']} usable queries, {counts['examples']} kept")
     return examples
+
+
+def judged_elsewhere(dataset: str, split: str) -> set[str]:
+    """Documents judged in any qrels file of the BEIR directory ``dataset`` (a path or a name under
+    ``$IRKIT_DATA``, as ``load_dataset`` finds it) other than ``split``: evaluation data."""
+    from irkit.data.datasets import beir_dir
+    from irkit.data.io import read_qrels
+    from irkit.errors import IrkitError
+
+    root = beir_dir(dataset)
+    if root is None:
+        raise IrkitError(
+            f"distillation needs a BEIR directory (corpus.jsonl, qrels/): it keeps evaluation passages out; "
+            f"got {dataset!r}"
+        )
+    judged: set[str] = set()
+    for other in sorted((root / "qrels").glob("*.tsv")):
+        if other.stem != split:
+            judged |= {d for _, docs in read_qrels(other).items() for d in docs}
+    return judged
 
 
 def write_pipeline(artifact: str | Path, index: str, depth: int, weight: float, dataset: str) -> Path:
