@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from irkit.data.datasets import load_dataset
-from irkit.data.io import read_qrels, read_topics_tsv
 from irkit.data.types import Qrels, Queries, Ranking
 from irkit.evaluation import (
     choose_threshold,
@@ -50,7 +49,6 @@ from irkit.tune.trainer import split_dev
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
 SCIFACT = DATA / "beir" / "scifact"
-DL19 = DATA / "trec-dl-2019"
 CACHE = ROOT / "runs" / "cosine_adapter"
 INDEXES = {
     "dense": ROOT / "indexes" / "scifact-minilm",
@@ -274,13 +272,14 @@ def claims(result: dict[str, object], adapter: str) -> dict[str, object]:
 
 def dl19(filters: dict[str, CosineFilter], dev: Ranking, dev_qrels: Qrels) -> dict[str, object]:
     """The SciFact-trained dense adapters on DL19 dense top 100 (43 queries), every threshold from SciFact dev."""
+    ds = load_dataset(DATA / "trec-dl-2019")
     if not (INDEXES["dl19-dense"] / "manifest.json").is_file():
         from irkit.index.dense import build_dense_index
 
-        build_dense_index(DL19 / "passages.jsonl", INDEXES["dl19-dense"], model="minilm")
-    topics = read_topics_tsv(DL19 / "topics.tsv")
-    qrels = read_qrels(DL19 / "qrels.txt")
-    run = retrieve("dl19-dense", topics, "dl19-dense-top100")
+        build_dense_index(ds.corpus_path, INDEXES["dl19-dense"], model="minilm")  # type: ignore[arg-type]
+    qrels = ds.qrels
+    assert qrels is not None
+    run = retrieve("dl19-dense", ds.queries, "dl19-dense-top100")
     moved = {name: CosineFilter.load(flt.path, match="model") for name, flt in filters.items()}  # type: ignore[arg-type]
     out: dict[str, object] = {}
     for rel in (2, 1):

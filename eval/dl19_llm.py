@@ -24,15 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from irkit.data.io import read_qrels, read_topics_tsv
+from irkit.data.datasets import Dataset, load_dataset
 from irkit.data.types import Qrels, Ranking
 from irkit.evaluation import evaluate
 from irkit.paths import cache_dir, data_root
 from irkit.pipeline.runner import RESULTS, Runner, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = data_root(ROOT.parent / "shared" / "data") / "trec-dl-2019"  # type: ignore[operator]
+DATA = data_root(ROOT.parent / "shared" / "data")
 WORK = cache_dir("eval") / "dl19_llm"
+
+
+def dl19() -> Dataset:
+    """TREC DL 2019 (its 43 judged topics, NIST qrels, bundled BM25 top 100) as the regression driver loads it."""
+    return load_dataset(DATA / "trec-dl-2019")  # type: ignore[operator]
 
 
 def checkpoint(method: str, model: str, n: int) -> Path:
@@ -44,15 +49,15 @@ def run(args: argparse.Namespace) -> None:
     from irkit.rerank.prp import PRP
     from irkit.retrieve.run_file import RunFile
 
-    first = RunFile(DATA / "bm25-top100.run", corpus=DATA / "passages.jsonl") % args.n
+    ds = dl19()
+    first = RunFile(ds.run_path, corpus=ds.corpus_path) % args.n  # type: ignore[arg-type]
     if args.what == "icr":
         stage = first >> ICR(args.model, max_doc_tokens=args.max_doc_tokens)
     else:
         stage = first >> PRP(
             args.model, variant="allpair", max_doc_tokens=args.max_doc_tokens, batch_size=args.batch_size
         )
-    topics = read_topics_tsv(DATA / "topics.tsv")
-    topics = topics.subset(list(topics)[: args.max_queries])
+    topics = ds.queries.subset(list(ds.queries)[: args.max_queries])
     Runner(stage, checkpoint=checkpoint(args.what, args.model, args.n), shard_size=1).run(topics)
 
 
@@ -97,7 +102,8 @@ def ndcg(results: dict[str, tuple[list[str], np.ndarray]], qrels: Qrels) -> floa
 
 
 def report(args: argparse.Namespace) -> None:
-    qrels = read_qrels(DATA / "qrels.txt")
+    qrels = dl19().qrels
+    assert qrels is not None
     rows = []
     for n in sorted({args.n, args.prp_n}):
         icr, prp = done("icr", args.model, n), done("prp", args.model, n)
