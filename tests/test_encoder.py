@@ -243,6 +243,70 @@ def test_index_manifest_records_prefixes_and_dense_enforces_them(prefixed_dir, t
         Dense(index=tmp_path / "index", model=str(unprefixed))
 
 
+def test_bi_encoder_reranker_scores_with_the_index_s_stored_vectors(slice_indexes, scifact_dir, monkeypatch):
+    """On real MiniLM and a SciFact slice: reranking Dense's own top 30 with its index's stored
+    vectors gives Dense's scores and the plain reranker's, encodes no candidate the index holds,
+    and encodes (with the document prefix and length of the index) those it does not hold."""
+    import pickle
+
+    from irkit.data.docstore import Doc
+    from irkit.data.types import Queries
+    from irkit.pipeline.config import load_pipeline
+    from irkit.rerank.bi_encoder import BiEncoderReranker
+    from irkit.retrieve.dense import Dense
+
+    ix = slice_indexes / "indexes" / "scifact-minilm"
+    stored = load_pipeline({"pipeline": [{"bi_encoder": {"index": str(ix)}}]})
+    assert isinstance(stored, BiEncoderReranker)
+    assert stored.params() == {"index": str(ix), "batch_size": 32}
+    queries = Queries.from_pairs(list(itertools.islice(read_queries(scifact_dir / "queries.jsonl").items(), 3)))
+    dense = Dense(index=ix)
+    calls: list[int] = []
+    encode = stored.documents.encode_documents
+    monkeypatch.setattr(stored.documents, "encode_documents", lambda t, *a: calls.append(len(t)) or encode(t, *a))
+    run = (dense % 30)(queries)
+    reranked = stored(run)
+    assert calls == []  # every candidate's vector came from the index
+    for q in queries:
+        before = dict(zip(*run[q], strict=True))
+        docids, scores = reranked[q]
+        assert len(docids) == 30
+        np.testing.assert_allclose(scores, [before[d] for d in docids], atol=1e-5)
+
+    plain = BiEncoderReranker("minilm")
+    q = next(iter(queries))
+    docs = dense.index.docstore.get_many(list(run[q][0][:5]))
+    outside = [Doc("not-in-the-index", docs[0].title, docs[0].text), docs[1].contents, *docs[2:]]
+    np.testing.assert_allclose(stored.score(queries[q], outside), plain.score(queries[q], outside), atol=1e-5)
+    assert calls == [2]  # the unknown docid and the bare text, not the three the index holds
+    rebuilt = pickle.loads(pickle.dumps(stored))  # stages pickle by their params (Ray workers)
+    np.testing.assert_allclose(rebuilt.score(queries[q], docs), stored.score(queries[q], docs), atol=1e-6)
+    with pytest.raises(IrkitError, match="takes its lengths and backend from the index's manifest"):
+        BiEncoderReranker(index=ix, max_length=128)
+
+
+def test_index_lookup_reconstructs_ivf_and_keeps_the_prefixes(prefixed_dir, tmp_path):
+    """An IVF index returns its stored vectors (through a direct map) and the reranker over it
+    prefixes queries and the documents it encodes as the index was built."""
+    from irkit.data.docstore import Doc
+    from irkit.index.dense import build_dense_index
+    from irkit.rerank.bi_encoder import BiEncoderReranker
+
+    rng = np.random.default_rng(0)
+    words = ["flea", "cat", "dog", "year", "house", "winter", "summer", "paris", "france", "city", "capital"]
+    docs = [Doc(f"d{i}", "", " ".join(rng.choice(words, 8))) for i in range(200)]
+    index = build_dense_index(docs, tmp_path / "ivf", model=str(prefixed_dir), factory="IVF4,Flat", show_progress=False)
+    enc = BiEncoder(str(prefixed_dir))
+    vectors, found = index.lookup(["d7", "missing", "d3"])
+    assert found.tolist() == [True, False, True]
+    np.testing.assert_allclose(vectors, enc.encode_documents([docs[7].text, docs[3].text]), atol=1e-6)
+    stored = BiEncoderReranker(index=tmp_path / "ivf")
+    query = "how long do fleas live in winter"
+    candidates = [docs[7], "A flea can live up to a year.", docs[3]]
+    expected = enc.encode_documents([docs[7].text, "A flea can live up to a year.", docs[3].text])
+    np.testing.assert_allclose(stored.score(query, candidates), expected @ enc.encode_queries([query])[0], atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def gemma():
     return BiEncoder("embeddinggemma-300m")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from irkit.index.manifest import (
     work_dir,
     write_manifest,
 )
+
+if TYPE_CHECKING:
+    from irkit.models.encoder import BiEncoder
 
 INDEX_FILE = "index.faiss"
 METRIC = "inner_product"
@@ -82,6 +85,7 @@ class DenseIndex:
     def __init__(self, path: Path, manifest: dict[str, Any], index: Any, docstore: DocStore) -> None:
         self.path, self.manifest, self.index, self.docstore = path, manifest, index, docstore
         self.docids: list[str] = docstore.docids()
+        self._rows: dict[str, int] | None = None  # docid -> row, built on the first lookup
         if len(self.docids) != index.ntotal:
             raise IrkitError(
                 f"index has {index.ntotal} vectors but its docstore has {len(self.docids)} docs", path=path
@@ -145,6 +149,51 @@ class DenseIndex:
     def vectors(self) -> np.ndarray:
         """All stored vectors in row order (exact for Flat indexes; reconstructions otherwise)."""
         return self.index.reconstruct_n(0, len(self))
+
+    def query_encoder(self, model: str | None = None) -> BiEncoder:
+        """The encoder for this index's queries: ``model`` (default: the manifest's) at the length and
+        backend the documents were encoded with. Another dimension or query prefix than the index was
+        built for is an IrkitError (an index built before prefixes were recorded has none)."""
+        from irkit.models.encoder import BiEncoder
+
+        model = model or self.model
+        build = self.manifest["build"]
+        encoder = BiEncoder(model, max_length=int(build["max_length"]), backend=build.get("backend", "fp32"))
+        if encoder.dim != self.dim:
+            raise IrkitError(
+                f"encoder {model!r} gives {encoder.dim}-dimensional vectors, but the index holds "
+                f"{self.dim}-dimensional vectors of {self.model!r}",
+                path=self.path,
+            )
+        expected = str(self.manifest.get("query_prefix", ""))
+        if encoder.query_prefix != expected:
+            raise IrkitError(
+                f"encoder {model!r} prefixes queries with {encoder.query_prefix!r}, but this index was built "
+                f"for queries prefixed with {expected!r} (see its manifest)",
+                path=self.path,
+            )
+        return encoder
+
+    def lookup(self, docids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of the ``docids`` this index holds, and a mask of which those are.
+
+        Exact for Flat and HNSW…Flat; quantised factories give their reconstructions (an IVF index
+        gets the direct map FAISS needs for that, in memory).
+        """
+        if self._rows is None:
+            self._rows = {d: i for i, d in enumerate(self.docids)}
+        rows = np.array([self._rows.get(d, -1) for d in docids], dtype=np.int64)
+        found = rows >= 0
+        if not found.any():
+            return np.zeros((0, self.dim), dtype=np.float32), found
+        faiss = _faiss()
+        ivf = faiss.try_extract_index_ivf(self.index)
+        try:
+            if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+                ivf.make_direct_map()  # IVF lists reconstruct through it
+            return self.index.reconstruct_batch(rows[found]), found
+        except RuntimeError as e:
+            raise IrkitError(f"FAISS cannot return the stored vectors: {_faiss_reason(e)}", path=self.path) from None
 
 
 def _unmappable(index: Any) -> str | None:

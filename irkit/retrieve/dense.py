@@ -39,30 +39,13 @@ class Dense(Retriever):
     ) -> None:
         if depth < 1 or batch_size < 1:
             raise IrkitError(f"Dense needs depth >= 1 and batch_size >= 1, got depth={depth}, batch_size={batch_size}")
-        from irkit.models.encoder import BiEncoder
-
         self.index_path, self.model, self.depth, self.batch_size = str(index), model, int(depth), int(batch_size)
         self.search_params, self.mmap = search_params, bool(mmap)
         self.index = DenseIndex.load(self.index_path, mmap=self.mmap)
         self._docids: np.ndarray | None = None  # row -> docid, built on the first search
         if self.search_params:
             self.index.set_search_params(self.search_params)
-        model = self.model or self.index.model
-        build = self.index.manifest["build"]  # queries are encoded as the documents were (length, backend)
-        self.encoder = BiEncoder(model, max_length=int(build["max_length"]), backend=build.get("backend", "fp32"))
-        if self.encoder.dim != self.index.dim:
-            raise IrkitError(
-                f"encoder {model!r} gives {self.encoder.dim}-dimensional vectors, but the index holds "
-                f"{self.index.dim}-dimensional vectors of {self.index.model!r}",
-                path=self.index_path,
-            )
-        expected = str(self.index.manifest.get("query_prefix", ""))
-        if self.encoder.query_prefix != expected:
-            raise IrkitError(
-                f"encoder {model!r} prefixes queries with {self.encoder.query_prefix!r}, but this index was built "
-                f"for queries prefixed with {expected!r} (see its manifest)",
-                path=self.index_path,
-            )
+        self.encoder = self.index.query_encoder(self.model)
 
     def params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"index": self.index_path, "depth": self.depth, "batch_size": self.batch_size}
