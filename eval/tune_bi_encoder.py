@@ -1,9 +1,10 @@
-"""Train the MiniLM bi-encoder with one tuning method on SciFact train; dense retrieval on SciFact test.
+"""Train a bi-encoder (MiniLM, or ``--backbone nomic-embed-text-v1.5``) with one tuning method on SciFact train;
+dense retrieval on SciFact test.
 
 InfoNCE over in-batch + BM25 hard negatives. The dev slice (carved from train) selects the
 checkpoint by nDCG@10 of reranking each dev query's BM25 top-``dev-depth`` by cosine; the test
 numbers are exact (brute-force) cosine search over the whole corpus, i.e. FAISS flat.
-``--method zero-shot`` evaluates the untuned MiniLM. ``--eval-every`` records a dev learning
+``--method zero-shot`` evaluates the untuned backbone. ``--eval-every`` records a dev learning
 curve (eval/tune_convergence.py reads it); ``--no-test`` skips the test search, which
 ``--load ARTIFACT`` runs later for a saved model (``--out``) and adds to the results file.
 
@@ -54,6 +55,7 @@ def dev_run(model: torch.nn.Module, tok, data: SciFact, qids: list[str], args: a
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_tuning_args(ap, extra_methods=("zero-shot",))
+    ap.add_argument("--backbone", default="minilm", help="a registered model name or path (default minilm)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--n-negatives", type=int, default=1)
     ap.add_argument("--max-length", type=int, default=256, help="document tokens")
@@ -74,7 +76,7 @@ def main() -> None:
         report = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
     else:
         method = "connected" if args.method == "zero-shot" else args.method
-        model, tok = artifacts.build("bi-encoder", "minilm", tune_section(args) | {"method": method})
+        model, tok = artifacts.build("bi-encoder", args.backbone, tune_section(args) | {"method": method})
         trainable, total = count_params(model)
         report = {
             "method": args.method,
@@ -83,7 +85,7 @@ def main() -> None:
             "seed": args.seed,
             "config": vars(args) | {"results": str(args.results), "load": None},
         }
-    if args.load is None and args.method != "zero-shot":  # zero-init adapters: the untuned model is exactly MiniLM
+    if args.load is None and args.method != "zero-shot":  # zero-init adapters: untuned, the model is the backbone
         if method == "side":
             model.enable_tap_cache()
         candidates = {q: data.bm25[q][0] for q in data.bm25}
@@ -102,6 +104,8 @@ def main() -> None:
         # the untuned model is the same for every method (zero-initialised modules), so its dev score, the
         # first check of every run, is computed once per dev protocol and reused
         protocol = f"{args.seed}-{len(dev_qids)}-{args.dev_depth}-{args.max_length}-{args.query_max_length}"
+        if args.backbone != "minilm":  # (MiniLM's cached scores keep their names)
+            protocol = f"{Path(args.backbone).name}-{protocol}"
         untuned = RUNS / f"bi-untuned-dev-{protocol}.json"
         checks = [0]
 
@@ -144,17 +148,21 @@ def main() -> None:
             **training_report(result),
             "losses": result.losses,
             **full_step_cost(
-                lambda: artifacts.build("bi-encoder", "minilm", tune_section(args) | {"method": "full"}), cfg, examples
+                lambda: artifacts.build("bi-encoder", args.backbone, tune_section(args) | {"method": "full"}),
+                cfg,
+                examples,
             ),
         }
         if args.out:
-            artifacts.save(model, args.out, kind="bi-encoder", backbone="minilm", max_length=args.max_length)
+            artifacts.save(model, args.out, kind="bi-encoder", backbone=args.backbone, max_length=args.max_length)
     if not args.no_test:
         docids = sorted(data.doc_text)
         test_q = sorted(data.test_qrels)
         with autocast(args.bf16):  # the exact-search test through the BiEncoder users run
-            doc_vecs = BiEncoder.from_model(model, tok, args.max_length).encode([data.doc_text[d] for d in docids])
-            q_vecs = BiEncoder.from_model(model, tok, args.query_max_length).encode([queries[q] for q in test_q])
+            docs = BiEncoder.from_model(model, tok, args.max_length)  # with the backbone's prefixes, if any
+            doc_vecs = docs.encode_documents([data.doc_text[d] for d in docids], show_progress=True)
+            short = BiEncoder.from_model(model, tok, args.query_max_length)
+            q_vecs = short.encode_queries([queries[q] for q in test_q])
         sims = q_vecs @ doc_vecs.T
         top = np.argsort(-sims, axis=1)[:, :100]
         run = Ranking.from_scores(

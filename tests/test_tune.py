@@ -351,6 +351,60 @@ def test_format_1_artifacts_load_under_todays_names(
     assert (ce_scores(loaded, tok, queries, docs) == ce_scores(model.eval(), tok, queries, docs)).all()
 
 
+@pytest.fixture(scope="module")
+def nomic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random nomic-bert GGUF: the architecture of nomic-embed-text-v1.5, 2 blocks."""
+    from nomic_reference import write_tiny_nomic
+
+    folder = tmp_path_factory.mktemp("tiny-nomic")
+    write_tiny_nomic(folder / "model.gguf")
+    return folder
+
+
+@pytest.mark.parametrize("name", [*CONFIGS, "bitfit", "full"])
+def test_every_method_tunes_nomic_bert(name: str, nomic_dir: Path, tmp_path: Path) -> None:
+    """On nomic-bert (fused QKV, SwiGLU, no linear biases): zero-initialised adapters leave the
+    outputs unchanged, LoRA adapts the fused QKV, the artifact round-trips, and every path that
+    encodes with it (training, dev reranking, BiEncoder) applies nomic's task prefixes."""
+    from irkit.models.encoder import BiEncoder
+    from irkit.models.nomic import NomicBert
+
+    tune = CONFIGS.get(name, {"method": name}) | {"rank": 4}
+    model, tok = artifacts.build("bi-encoder", str(nomic_dir), tune)
+    plain = NomicBert.from_gguf(nomic_dir / "model.gguf").eval()
+    enc = tok(
+        ["search_query: statins and ldl", "search_document: Statins lower LDL."], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        frozen = plain(enc["input_ids"], enc["attention_mask"]).last_hidden_state
+        assert torch.equal(model.eval()(enc["input_ids"], enc["attention_mask"]).last_hidden_state, frozen)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable
+    if name == "lora":
+        assert all(".qkv.lora_" in n for n in trainable), trainable
+    _perturb(model)
+    model.eval()
+    with torch.no_grad():
+        before = model(enc["input_ids"], enc["attention_mask"]).last_hidden_state
+    assert not torch.equal(before, frozen)
+    artifacts.save(model, tmp_path / "bi", kind="bi-encoder", backbone=str(nomic_dir))
+    loaded = BiEncoder(str(tmp_path / "bi"))
+    with torch.no_grad():
+        assert torch.equal(loaded.model(enc["input_ids"], enc["attention_mask"]).last_hidden_state, before)
+    assert (loaded.query_prefix, loaded.document_prefix) == ("search_query: ", "search_document: ")
+    trainer = Trainer(model, tok, TrainConfig(max_length=32))
+    assert (trainer._queries.query_prefix, trainer._documents.document_prefix) == (
+        "search_query: ",
+        "search_document: ",
+    )
+    docs = ["Statins lower LDL.", "Bone density rose."]
+    np.testing.assert_allclose(
+        as_reranker(model, tok, 32).score("statins and ldl", docs),
+        loaded.encode_documents(docs) @ loaded.encode_queries(["statins and ldl"])[0],
+        atol=1e-5,
+    )
+
+
 def test_split_dev_is_deterministic_and_disjoint() -> None:
     qids = [str(i) for i in range(100)]
     train, dev = split_dev(qids, 0.1, seed=3)

@@ -78,9 +78,10 @@ class BiEncoder:
         try:
             if is_artifact(path):  # a bi-encoder tuned by irkit.tune (backbone + adapters)
                 net, tokenizer = load_bi_encoder(path)
+                prompts = net.prompts
             elif (gguf := nomic.find_gguf(path)) is not None:
                 net, tokenizer = nomic.load_nomic(gguf)
-                prompts = {"query": nomic.QUERY_PREFIX, "document": nomic.DOCUMENT_PREFIX}
+                prompts = nomic.PROMPTS
             else:
                 tokenizer = AutoTokenizer.from_pretrained(path)
                 net = AutoModel.from_pretrained(path).eval()
@@ -96,9 +97,12 @@ class BiEncoder:
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, max_length: int = 256, normalize: bool = True) -> BiEncoder:
-        """Wrap a model already in memory (e.g. one being tuned); it encodes as it is, in eval mode, no prefixes."""
+        """Wrap a model already in memory (e.g. one being tuned); it encodes as it is, in eval mode,
+        with the prefixes of a tuned encoder's backbone (``TunedEncoder.prompts``) and none otherwise."""
         self = cls.__new__(cls)
         self._setup("in-memory", model, tokenizer, max_length, normalize, True, [])
+        prompts = getattr(model, "prompts", {})
+        self.query_prefix, self.document_prefix = prompts.get("query", ""), prompts.get("document", "")
         return self
 
     def _setup(

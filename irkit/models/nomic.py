@@ -26,6 +26,7 @@ from irkit.errors import IrkitError
 ARCHITECTURE = "nomic-bert"
 QUERY_PREFIX = "search_query: "
 DOCUMENT_PREFIX = "search_document: "
+PROMPTS = {"query": QUERY_PREFIX, "document": DOCUMENT_PREFIX}
 
 
 @dataclass
@@ -84,7 +85,15 @@ class NomicBert(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.layers = nn.ModuleList(NomicBlock(cfg) for _ in range(cfg.num_hidden_layers))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Any:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> Any:
+        """``token_type_ids`` is accepted and ignored (every token has type 0, also in pairs);
+        ``output_hidden_states`` adds the embeddings and each block's output, as transformers does."""
         from transformers.modeling_outputs import BaseModelOutput
 
         n = input_ids.shape[1]
@@ -99,9 +108,11 @@ class NomicBert(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, keys): padding is never attended
         x = self.norm(self.word_embeddings(input_ids) + self.token_type)
+        states = [x]
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
-        return BaseModelOutput(last_hidden_state=x)
+            states.append(x)
+        return BaseModelOutput(last_hidden_state=x, hidden_states=tuple(states) if output_hidden_states else None)
 
     @classmethod
     def from_gguf(cls, path: str | Path) -> NomicBert:

@@ -145,11 +145,26 @@ def expected_trainable(config: TuneConfig, hidden: int, layers: int) -> int:
 
 
 def _layers(backbone: nn.Module) -> nn.ModuleList:
-    encoder = getattr(backbone, "encoder", None)
-    layers = getattr(encoder, "layer", None)
+    """The transformer blocks: ``.encoder.layer`` of a transformers BERT, ``.layers`` of nomic-bert."""
+    layers = getattr(getattr(backbone, "encoder", None), "layer", None)
+    if layers is None and _is_nomic(backbone):
+        layers = backbone.layers
     if not isinstance(layers, nn.ModuleList):
         raise IrkitError(f"{type(backbone).__name__} is not a BERT-style encoder (no .encoder.layer)")
     return layers
+
+
+def _is_nomic(backbone: nn.Module) -> bool:
+    from irkit.models.nomic import NomicBert
+
+    return isinstance(backbone, NomicBert)
+
+
+def _sublayer_outputs(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A block's attention and feed-forward output projections (before each residual add and LayerNorm)."""
+    if hasattr(layer, "attention"):
+        return layer.attention.output.dense, layer.output.dense
+    return layer.out, layer.down  # nomic-bert's NomicBlock
 
 
 def _sites(layers: nn.ModuleList, placement: str) -> list[tuple[int, nn.Module]]:
@@ -157,8 +172,8 @@ def _sites(layers: nn.ModuleList, placement: str) -> list[tuple[int, nn.Module]]
     if placement == "layer":
         return list(enumerate(layers))
     if placement == "ffn":
-        return [(i, layer.output.dense) for i, layer in enumerate(layers)]
-    return [(i, m) for i, layer in enumerate(layers) for m in (layer.attention.output.dense, layer.output.dense)]
+        return [(i, _sublayer_outputs(layer)[1]) for i, layer in enumerate(layers)]
+    return [(i, m) for i, layer in enumerate(layers) for m in _sublayer_outputs(layer)]
 
 
 class TunedEncoder(nn.Module):
@@ -170,11 +185,13 @@ class TunedEncoder(nn.Module):
     pathway), ``side`` (the side network); LoRA and BitFit live inside ``backbone``.
     """
 
-    def __init__(self, backbone: nn.Module, config: TuneConfig) -> None:
+    def __init__(self, backbone: nn.Module, config: TuneConfig, prompts: dict[str, str] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.tune_config = config
         self.config = backbone.config
+        #: the backbone's ``query``/``document`` prefixes: training and every later use apply them
+        self.prompts = dict(prompts or {})
         hidden = int(backbone.config.hidden_size)
         layers = _layers(backbone)
         rank = int(config.rank)  # type: ignore[arg-type]
@@ -196,7 +213,9 @@ class TunedEncoder(nn.Module):
         elif method == "lora":
             from peft import LoraConfig, inject_adapter_in_model
 
-            lora = LoraConfig(r=rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=["query", "value"])
+            # query and value projections; nomic-bert fuses q, k and v into one (the same 4·d·r per block)
+            targets = ["qkv"] if _is_nomic(backbone) else ["query", "value"]
+            lora = LoraConfig(r=rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=targets)
             inject_adapter_in_model(lora, backbone)  # marks only lora_* trainable
         elif method == "bitfit":
             for name, p in backbone.named_parameters():

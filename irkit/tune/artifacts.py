@@ -21,14 +21,19 @@ def build(kind: str, backbone: str, tune: dict[str, Any], pooling: str = "mean")
     """A fresh (untrained) tuned model and its tokenizer: the backbone with the method applied."""
     from transformers import AutoModel, AutoTokenizer
 
+    from irkit.models import nomic
     from irkit.models.registry import resolve
     from irkit.tune.adapters import TuneConfig, TunedCrossEncoder, TunedEncoder
 
     if kind not in KINDS:
         raise IrkitError(f"unknown model kind {kind!r} (choose from {', '.join(KINDS)})")
     path = resolve(backbone)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    encoder = TunedEncoder(AutoModel.from_pretrained(path, add_pooling_layer=False), TuneConfig(**tune))
+    if (gguf := nomic.find_gguf(path)) is not None:  # nomic-embed: our own module, with its task prefixes
+        net, tokenizer = nomic.load_nomic(gguf)
+        encoder = TunedEncoder(net.train(), TuneConfig(**tune), prompts=nomic.PROMPTS)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = TunedEncoder(AutoModel.from_pretrained(path, add_pooling_layer=False), TuneConfig(**tune))
     model = TunedCrossEncoder(encoder, pooling=pooling) if kind == "cross-encoder" else encoder
     return model, tokenizer
 

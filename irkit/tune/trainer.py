@@ -169,8 +169,8 @@ class Trainer:
             return nn.functional.cross_entropy(logits, self._targets(batch, n))
         if any(ex.teacher is not None for ex in batch):
             raise IrkitError("teacher scores (distillation) train cross-encoders only")
-        q = self._queries.embed([ex.query for ex in batch])
-        d = self._documents.embed([t for ds in docs for t in ds])
+        q = self._queries.embed([self._queries.query_prefix + ex.query for ex in batch])
+        d = self._documents.embed([self._documents.document_prefix + t for ds in docs for t in ds])
         scores = q @ d.T / cfg.temperature
         target = torch.arange(len(batch)) * n  # each query's positive comes first in its group
         return nn.functional.cross_entropy(scores, target)
