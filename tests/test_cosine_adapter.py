@@ -76,7 +76,9 @@ def test_mapping_is_monotone_for_every_query(
     uu = torch.from_numpy(np.sort(u)).expand(6, -1)
     z = map_logits(family, raw, uu, [(mu, sd)] * TERMS[family], prior).numpy()
     assert np.isfinite(z).all()
-    assert (np.diff(z, axis=1) >= 0).all()
+    # non-decreasing up to rounding: in one CI run 40 equal scores came out with one 1.5 ulp below its
+    # neighbour (position 32 of 40, where torch's vectorised/threaded kernels split the row)
+    assert (np.diff(z, axis=1) >= -4 * np.spacing(np.abs(z[:, 1:]))).all()
     # distinct raw scores give distinct logits wherever float64 can tell them apart: with p = 5 the power
     # family sends u < 0.05 to u^5 < 3e-7, and a gap there vanishes against an offset of order 10
     su = np.sort(u)
