@@ -103,9 +103,8 @@ def main() -> None:
         curve = args.eval_every > 0
         # the untuned model is the same for every method (zero-initialised modules), so its dev score, the
         # first check of every run, is computed once per dev protocol and reused
-        protocol = f"{args.seed}-{len(dev_qids)}-{args.dev_depth}-{args.max_length}-{args.query_max_length}"
-        if args.backbone != "minilm":  # (MiniLM's cached scores keep their names)
-            protocol = f"{Path(args.backbone).name}-{protocol}"
+        lengths = f"{args.dev_depth}-{args.max_length}-{args.query_max_length}"
+        protocol = f"{Path(args.backbone).name}-{args.seed}-{len(dev_qids)}-{lengths}"
         untuned = RUNS / f"bi-untuned-dev-{protocol}.json"
         checks = [0]
 

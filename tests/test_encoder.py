@@ -283,6 +283,8 @@ def test_bi_encoder_reranker_scores_with_the_index_s_stored_vectors(slice_indexe
     np.testing.assert_allclose(rebuilt.score(queries[q], docs), stored.score(queries[q], docs), atol=1e-6)
     with pytest.raises(IrkitError, match="takes its lengths and backend from the index's manifest"):
         BiEncoderReranker(index=ix, max_length=128)
+    with pytest.raises(IrkitError, match="max_length and query_max_length must be >= 8"):
+        BiEncoderReranker("minilm", max_length=0)  # 0 is a bad length, not "the default"
 
 
 def test_index_lookup_reconstructs_ivf_and_keeps_the_prefixes(prefixed_dir, tmp_path):

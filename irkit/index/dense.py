@@ -174,8 +174,8 @@ class DenseIndex:
             )
         return encoder
 
-    def lookup(self, docids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The stored vectors of the ``docids`` this index holds, and a mask of which those are.
+    def lookup(self, docids: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of the ``docids`` this index holds, and a mask of which those are (None: none).
 
         Exact for Flat and HNSW…Flat; quantised factories give their reconstructions (an IVF index
         gets the direct map FAISS needs for that, in memory).

@@ -54,7 +54,11 @@ class BiEncoderReranker(Reranker):
 
         self.model_name = None if model is None else str(model)
         if index is None:
-            encoder = BiEncoder(self.model_name or "minilm", max_length=max_length or 256, backend=backend or "fp32")
+            encoder = BiEncoder(
+                self.model_name or "minilm",
+                max_length=256 if max_length is None else max_length,
+                backend="fp32" if backend is None else backend,
+            )
             self._setup(encoder, query_max_length, batch_size)
             return
         if (max_length, query_max_length, backend) != (None, None, None):
@@ -125,12 +129,9 @@ class BiEncoderReranker(Reranker):
         """One vector per document: the index's stored one where it holds the docid, else encoded."""
         out = np.zeros((len(docs), self.documents.dim), dtype=np.float32)
         todo = np.ones(len(docs), dtype=bool)
-        if self.index is not None:
-            ids = [d.docid if not isinstance(d, str) else None for d in docs]
-            stored, found = self.index.lookup([i for i in ids if i is not None])
-            has_id = np.array([i is not None for i in ids], dtype=bool)
-            todo[np.flatnonzero(has_id)[found]] = False
-            out[~todo] = stored
+        if self.index is not None:  # a bare text has no docid to look up
+            stored, found = self.index.lookup([None if isinstance(d, str) else d.docid for d in docs])
+            out[found], todo = stored, ~found
         texts = [doc_text(d) for d, t in zip(docs, todo, strict=True) if t]
         if texts:
             distinct = list(dict.fromkeys(texts))
