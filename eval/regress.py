@@ -3,6 +3,7 @@
     python eval/regress.py --list                      # conditions, whether CI runs them, their cost
     python eval/regress.py --ci                        # the cheap ones (what CI runs)
     python eval/regress.py --only scifact-bm25 dl19-icr-n10
+    python eval/regress.py --only tune-ce-lora --resume  # keep the seeds an interrupted driver finished
     python eval/regress.py                             # every condition (hours: the tuning grid)
     python eval/regress.py --render                    # rewrite the tables of README.md and eval/RESULTS.md
     python eval/regress.py --render --check            # exit 1 if those tables are out of date
@@ -13,6 +14,12 @@ git-ignored runs/regress/. The exit status is 1 when any figure misses its toler
 significance claim fails. Pipelines run through the Python API; commands run in a shell from
 the repository root with this checkout's irkit first on PYTHONPATH. The schema is documented at
 the top of eval/regressions.yaml; tests/integration/test_regressions.py runs its ``ci: true`` part.
+
+A seeded command can take most of an hour, and a condition several of them. Every JSON output is
+stamped with its command and a fingerprint of the committed code (``code_fingerprint``); with
+``--resume`` an output whose stamp matches the command and the code of this checkout is used
+instead of running the command again, and the record lists it under ``resumed``. Outputs made from
+uncommitted code get no stamp, so they are never resumed.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ SPEC = ROOT / "eval" / "regressions.yaml"
 RESULTS = ROOT / "eval" / "results" / "regress"
 RUNS = ROOT / "runs" / "regress"
 DOCS = (ROOT / "README.md", ROOT / "eval" / "RESULTS.md")
+# what a command's output can depend on; the driver only decides what runs, so its own changes do not count
+CODE = ("irkit", "eval/*.py", "eval/*.sh", "examples", "pyproject.toml")
+DRIVER = "eval/regress.py"
 PIPELINES = ROOT / "examples" / "pipelines"
 # table columns that are not a measure or an info key
 KEYWORDS = ("label", "seeds", "depth", "queries", "p", "check", "reference", "last run")
@@ -397,6 +407,7 @@ class Outcome:
     significance: dict[str, Any] | None
     queries: int | None
     wall_s: float
+    resumed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -405,7 +416,8 @@ class Outcome:
     def report(self) -> str:
         width = max(len(c.what) for c in self.checks)
         queries = f", {self.queries} queries" if self.queries else ""
-        lines = [f"{self.name}: {_okay(self.ok)} ({self.wall_s:.0f} s{queries})"]
+        resumed = f", {len(self.resumed)} output(s) resumed" if self.resumed else ""
+        lines = [f"{self.name}: {_okay(self.ok)} ({self.wall_s:.0f} s{queries}{resumed})"]
         for c in self.checks:
             lines.append(f"  {c.what:<{width}}  expected {c.expected:<18} measured {c.measured:<18} {_okay(c.ok)}")
         return "\n".join(lines)
@@ -423,8 +435,9 @@ def data_root() -> Path:
 class Session:
     """Runs conditions in one process; runs, datasets and command outputs are reused within it."""
 
-    def __init__(self, spec: Spec, runs: Path = RUNS) -> None:
-        self.spec, self.runs = spec, runs
+    def __init__(self, spec: Spec, runs: Path = RUNS, resume: bool = False, root: Path = ROOT) -> None:
+        self.spec, self.runs, self.resume, self.root = spec, runs, resume, root
+        self._resumed: list[str] = []
         self._rankings: dict[str, Any] = {}
         self._outputs: dict[str, dict[str, Any]] = {}
         self._data: dict[tuple[str, str, int | None], tuple[Any, Any, Any]] = {}
@@ -449,6 +462,7 @@ class Session:
         """Measure condition ``name`` and check it against its recorded figures."""
         cond = self.spec.conditions[name]
         t0 = time.perf_counter()
+        self._resumed = []
         if cond.writes_json:
             figures, sig, queries = self._from_json(cond)
         else:
@@ -462,7 +476,7 @@ class Session:
             checks.append(Check(m, f"{spec.expected:.4f} ± {spec.tol:g}", shown, ok))
         if sig is not None:
             checks.append(sig.pop("check"))
-        return Outcome(name, checks, figures, sig, queries, time.perf_counter() - t0)
+        return Outcome(name, checks, figures, sig, queries, time.perf_counter() - t0, self._resumed)
 
     def ranking(self, name: str) -> Any:
         """The run of a condition that produces one (pipeline, bundled run, or ``{run}`` command)."""
@@ -541,11 +555,20 @@ class Session:
         cmd = command.replace("{seed}", str(seed)) if seed is not None else command
         if cmd not in self._outputs:
             out = self.runs / f"out-{hashlib.sha256(cmd.encode()).hexdigest()[:12]}.json"
-            self._shell(cmd, {"{out}": out})
-            try:
-                self._outputs[cmd] = json.loads(out.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as e:
-                raise IrkitError(f"command wrote no JSON object to {{out}} ({e}): {cmd}", path=out) from None
+            stamp = out.with_suffix(".stamp.json")
+            code = code_fingerprint(self.root)
+            if self.resume and code is not None and _read_object(stamp) == {"command": cmd, "code": code}:
+                print(f"resuming {out.name}: {cmd} (made by the same code)", flush=True)
+                self._resumed.append(cmd)
+            else:
+                stamp.unlink(missing_ok=True)
+                self._shell(cmd, {"{out}": out})
+                if code is not None and code == code_fingerprint(self.root):  # unchanged while it ran
+                    stamp.write_text(json.dumps({"command": cmd, "code": code}) + "\n", encoding="utf-8")
+            output = _read_object(out)
+            if output is None:
+                raise IrkitError(f"command wrote no JSON object to {{out}}: {cmd}", path=out)
+            self._outputs[cmd] = output
         return self._outputs[cmd]
 
     def _shell(self, command: str, targets: dict[str, Path]) -> None:
@@ -617,6 +640,33 @@ def ensure_index(spec: Spec, name: str, root: Path = ROOT) -> Path:
     return path
 
 
+def _read_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when the file is missing or holds anything else."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def code_fingerprint(root: Path = ROOT) -> str | None:
+    """A hash of the committed files a command's output depends on (``CODE``, less the driver).
+
+    None when any of them has uncommitted changes (or ``root`` is not a git checkout): an output
+    made from code that no commit holds cannot be matched to a later checkout.
+    """
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", *args, "--", *CODE], cwd=root, capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
+
+    status, listing = git("status", "--porcelain"), git("ls-files", "--stage")
+    if status is None or listing is None or any(line[3:] != DRIVER for line in status.splitlines()):
+        return None
+    files = [line for line in listing.splitlines() if line.partition("\t")[2] != DRIVER]
+    return hashlib.sha256("\n".join(files).encode()).hexdigest()[:16]
+
+
 def _lookup(obj: Any, key: str) -> Any:
     """``obj[a][b]`` for the dotted key ``a.b`` (None when absent)."""
     for part in key.split("."):
@@ -673,6 +723,7 @@ def write_result(cond: Condition, outcome: Outcome, results: Path = RESULTS) -> 
         "wall_s": round(outcome.wall_s, 1),
         "figures": outcome.figures,
         "significance": outcome.significance,
+        **({"resumed": outcome.resumed} if outcome.resumed else {}),
     }
     path = results / f"{cond.name}.json"
     with atomic_path(path) as tmp:
@@ -765,6 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run these conditions")
     ap.add_argument("--ci", action="store_true", help="run the conditions marked ci: true")
     ap.add_argument("--list", action="store_true", help="list the conditions and exit")
+    ap.add_argument("--resume", action="store_true", help="reuse command outputs stamped with this checkout's code")
     ap.add_argument("--render", action="store_true", help="rewrite the tables of README.md and eval/RESULTS.md")
     ap.add_argument("--check", action="store_true", help="with --render: only report out-of-date tables (exit 1)")
     args = ap.parse_args(argv)
@@ -784,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
             raise IrkitError(f"unknown condition(s) {', '.join(unknown)}; see --list")
         names = args.only or [n for n, c in spec.conditions.items() if c.ci or not args.ci]
         print(f"{len(names)} condition(s), ≈ {sum(spec.conditions[n].cost_s for n in names) / 60:.0f} min", flush=True)
-        session, failed = Session(spec), []
+        session, failed = Session(spec, resume=args.resume), []
         for name in names:
             t0 = time.perf_counter()
             try:

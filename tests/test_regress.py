@@ -113,7 +113,8 @@ def test_bundled_run_and_a_run_writing_command_are_evaluated_and_tested(tmp_path
     assert first5.queries == 5 and not first5.ok and "FAIL" in first5.report()
 
 
-def test_seeded_json_commands_give_means_run_once_and_fail_honestly(tmp_path: Path, data_env: Path) -> None:
+def seeded_command(tmp_path: Path) -> tuple[str, Path]:
+    """A command writing ``{test: {m: 0.5 + seed/100}, p: seed/100}``, and the file that counts its calls."""
     counter = tmp_path / "calls"
     script = tmp_path / "fake.py"
     script.write_text(
@@ -123,7 +124,11 @@ def test_seeded_json_commands_give_means_run_once_and_fail_honestly(tmp_path: Pa
         "json.dump({'test': {'m': 0.5 + seed / 100}, 'p': 0.01 * seed}, open(sys.argv[2], 'w'))\n",
         encoding="utf-8",
     )
-    cmd = f"{sys.executable} {script} {{seed}} {{out}}"
+    return f"{sys.executable} {script} {{seed}} {{out}}", counter
+
+
+def test_seeded_json_commands_give_means_run_once_and_fail_honestly(tmp_path: Path, data_env: Path) -> None:
+    cmd, counter = seeded_command(tmp_path)
     base = condition("base", candidates=10, metrics={"m": {"expected": 0.4, "tol": 1}})
     good = condition(
         "good",
@@ -149,6 +154,52 @@ def test_seeded_json_commands_give_means_run_once_and_fail_honestly(tmp_path: Pa
     worse = session.run("bad")
     assert counter.read_text() == "xxx"  # the second condition reused the three outputs
     assert [c.ok for c in worse.checks] == [False, False, False]  # m off, gone missing, p 0.03 > 0.025
+
+
+def test_resume_reuses_outputs_only_of_the_same_command_and_committed_code(tmp_path: Path, data_env: Path) -> None:
+    import subprocess
+
+    repo = tmp_path / "repo"
+    for rel, text in {"irkit/m.py": "A = 1\n", "eval/regress.py": "# driver\n", "eval/notes.md": "x\n"}.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text, encoding="utf-8")
+
+    def git(*args: str) -> None:
+        who = ["-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run(["git", *who, *args], cwd=repo, check=True, capture_output=True)
+
+    assert regress.code_fingerprint(repo) is None  # not a checkout
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    cmd, counter = seeded_command(tmp_path)
+    metrics = {"m": {"expected": 0.515, "tol": 1e-9, "key": "test.m"}}
+    good = condition("good", command=cmd, seeds=[1, 2], metrics=metrics)
+    spec = regress.load(write_spec(tmp_path, [good]))
+
+    def run(resume: bool = True) -> Any:
+        outcome = regress.Session(spec, runs=tmp_path / "runs", resume=resume, root=repo).run("good")
+        assert outcome.ok, outcome.report()
+        return outcome
+
+    assert run().resumed == [] and counter.read_text() == "xx"
+    again = run()  # a fresh driver: both seeds come from the stamped outputs
+    assert counter.read_text() == "xx" and len(again.resumed) == 2 and "2 output(s) resumed" in again.report()
+    assert again.figures == run().figures
+    record = json.loads(regress.write_result(spec.conditions["good"], again, tmp_path).read_text())
+    assert record["resumed"] == again.resumed
+    assert counter.read_text() == "xx"
+    run(resume=False)  # without --resume every command runs
+    assert counter.read_text() == "xxxx"
+    (repo / "eval/regress.py").write_text("# driver, edited\n", encoding="utf-8")
+    (repo / "eval/notes.md").write_text("y\n", encoding="utf-8")
+    assert len(run().resumed) == 2  # the driver and files no command reads do not count
+    (repo / "irkit/m.py").write_text("A = 2\n", encoding="utf-8")
+    assert regress.code_fingerprint(repo) is None
+    assert run().resumed == [] and counter.read_text() == "xxxxxx"  # uncommitted code: run, and leave no stamp
+    git("commit", "-q", "-am", "two")
+    assert run().resumed == [] and counter.read_text() == "xxxxxxxx"  # other code than the stamps say
+    assert len(run().resumed) == 2
 
 
 def test_a_command_reads_other_conditions_runs_computed_first(tmp_path: Path, data_env: Path) -> None:
