@@ -70,7 +70,7 @@ _REQUIRED = ("name", "description", "dataset", "metrics", "ci", "cost_s", "measu
 class Metric:
     expected: float
     tol: float
-    std: float | None = None  # spread over seeds of the recorded figure (shown, not checked)
+    std: float | None = None  # spread over seeds of the recorded figure (bounds tol from below: seed_noise)
     key: str | None = None  # dotted path in a command's JSON output
 
 
@@ -251,15 +251,33 @@ def _condition(item: Any, where: tuple[str | int, ...], chk: _Checker) -> Condit
             raise chk.error(w, "a measure needs expected and tol")
         if "key" in spec and not cond.writes_json:
             raise chk.error((*w, "key"), "key names a figure in a command's {out} JSON; this condition has none")
-        cond.metrics[str(m)] = Metric(
+        metric = Metric(
             chk.number(spec["expected"], (*w, "expected")),
             chk.number(spec["tol"], (*w, "tol"), 0),
             chk.number(spec["std"], (*w, "std"), 0) if "std" in spec else None,
             chk.text(spec["key"], (*w, "key")) if "key" in spec else None,
         )
+        if metric.std is not None and cond.seeds and len(cond.seeds) > 1:
+            noise = seed_noise(metric.std, len(cond.seeds))
+            if metric.tol < noise - 5e-4:  # tolerances are written to three decimals
+                raise chk.error(
+                    (*w, "tol"),
+                    f"tol {metric.tol:g} is tighter than the seed noise: two means of {len(cond.seeds)} seeds with "
+                    f"std {metric.std:g} differ by up to {noise:.3f} (two sigma); widen tol or add seeds",
+                )
+        cond.metrics[str(m)] = metric
     if "significance" in raw:
         cond.significance = _significance(raw["significance"], cond, (*where, "significance"), chk)
     return cond
+
+
+def seed_noise(std: float, seeds: int) -> float:
+    """Two standard deviations of the difference between two means over ``seeds`` runs with spread ``std``.
+
+    A rerun on another CPU (bf16 rounds differently) draws new training trajectories, so a seeded
+    figure can move this far without anything being wrong: no tolerance may be tighter.
+    """
+    return 2 * std * (2 / seeds) ** 0.5
 
 
 def _what_runs(cond: Condition, raw: dict[str, Any], where: tuple[str | int, ...], chk: _Checker) -> None:

@@ -61,6 +61,15 @@ def test_readme_and_results_tables_are_rendered_from_the_table() -> None:
         ({"significance": {"vs": "b", "p_max": 0.05, "p_min": 0.05}}, r"give one"),
         ({"command": "x {seed} > {out}", "metrics": {"m": {"expected": 1, "tol": 0, "key": "m"}}}, r"seeds list"),
         ({"name": "Bad Name"}, r"lower-case letters"),
+        (
+            {
+                "command": "x {seed} > {out}",
+                "seeds": [1, 2, 3],
+                "metrics": {"m": {"expected": 0.3, "std": 0.04, "tol": 0.01, "key": "m"}},
+            },
+            r"metrics\.m\.tol: tol 0\.01 is tighter than the seed noise: two means of 3 seeds with std 0\.04 "
+            r"differ by up to 0\.065",
+        ),
     ],
 )
 def test_a_bad_condition_names_the_file_line_and_key(tmp_path: Path, change: dict, message: str) -> None:
