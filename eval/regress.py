@@ -575,7 +575,8 @@ class Session:
             out = self.runs / f"out-{hashlib.sha256(cmd.encode()).hexdigest()[:12]}.json"
             stamp = out.with_suffix(".stamp.json")
             code = code_fingerprint(self.root)
-            if self.resume and code is not None and _read_object(stamp) == {"command": cmd, "code": code}:
+            stamped = _read_object(stamp) == {"command": cmd, "code": code}
+            if self.resume and code is not None and stamped and out.is_file():
                 print(f"resuming {out.name}: {cmd} (made by the same code)", flush=True)
                 self._resumed.append(cmd)
             else:

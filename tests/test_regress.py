@@ -209,6 +209,8 @@ def test_resume_reuses_outputs_only_of_the_same_command_and_committed_code(tmp_p
     git("commit", "-q", "-am", "two")
     assert run().resumed == [] and counter.read_text() == "xxxxxxxx"  # other code than the stamps say
     assert len(run().resumed) == 2
+    next((tmp_path / "runs").glob("out-*[0-9a-f].json")).unlink()  # a stamp without its output runs again
+    assert len(run().resumed) == 1 and counter.read_text() == "xxxxxxxxx"
 
 
 def test_a_command_reads_other_conditions_runs_computed_first(tmp_path: Path, data_env: Path) -> None:
