@@ -572,10 +572,12 @@ class Session:
         """A command's JSON output for one seed; commands shared by conditions run once per session."""
         cmd = command.replace("{seed}", str(seed)) if seed is not None else command
         if cmd not in self._outputs:
+            from irkit.data.io import read_json_object
+
             out = self.runs / f"out-{hashlib.sha256(cmd.encode()).hexdigest()[:12]}.json"
             stamp = out.with_suffix(".stamp.json")
             code = code_fingerprint(self.root)
-            stamped = _read_object(stamp) == {"command": cmd, "code": code}
+            stamped = _read_stamp(stamp) == {"command": cmd, "code": code}
             if self.resume and code is not None and stamped and out.is_file():
                 print(f"resuming {out.name}: {cmd} (made by the same code)", flush=True)
                 self._resumed.append(cmd)
@@ -584,10 +586,9 @@ class Session:
                 self._shell(cmd, {"{out}": out})
                 if code is not None and code == code_fingerprint(self.root):  # unchanged while it ran
                     stamp.write_text(json.dumps({"command": cmd, "code": code}) + "\n", encoding="utf-8")
-            output = _read_object(out)
-            if output is None:
-                raise IrkitError(f"command wrote no JSON object to {{out}}: {cmd}", path=out)
-            self._outputs[cmd] = output
+            if not out.is_file():
+                raise IrkitError(f"command wrote nothing to {{out}}: {cmd}", path=out)
+            self._outputs[cmd] = read_json_object(out, f"the {{out}} of {cmd}")
         return self._outputs[cmd]
 
     def _shell(self, command: str, targets: dict[str, Path]) -> None:
@@ -659,13 +660,14 @@ def ensure_index(spec: Spec, name: str, root: Path = ROOT) -> Path:
     return path
 
 
-def _read_object(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; None when the file is missing or holds anything else."""
+def _read_stamp(path: Path) -> dict[str, Any] | None:
+    """A stamp written by ``Session._json``; None when it is missing or damaged (the command then runs)."""
+    from irkit.data.io import read_json_object
+
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return read_json_object(path, "stamp")
+    except (OSError, IrkitError):
         return None
-    return obj if isinstance(obj, dict) else None
 
 
 def code_fingerprint(root: Path = ROOT) -> str | None:
