@@ -43,8 +43,9 @@ sys.path.insert(0, str(ROOT))
 from irkit.data.datasets import load_dataset  # noqa: E402
 from irkit.data.io import read_corpus  # noqa: E402
 from irkit.data.types import Queries  # noqa: E402
+from irkit.paths import eval_data_root  # noqa: E402
 
-DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data")) / "beir" / "scifact"
+DATA = eval_data_root() / "beir" / "scifact"
 
 
 class Timer:

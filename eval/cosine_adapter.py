@@ -43,11 +43,12 @@ from irkit.evaluation import (
     set_measures,
 )
 from irkit.filter.cosine_adapter import FAMILIES, FEATURES, CosineFilter, FitConfig, train, training_set
+from irkit.paths import eval_data_root
 from irkit.pipeline.operators import minmax
 from irkit.tune.trainer import split_dev
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
+DATA = eval_data_root()
 SCIFACT = DATA / "beir" / "scifact"
 CACHE = ROOT / "runs" / "cosine_adapter"
 INDEXES = {

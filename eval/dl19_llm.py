@@ -27,17 +27,16 @@ import numpy as np
 from irkit.data.datasets import Dataset, load_dataset
 from irkit.data.types import Qrels, Ranking
 from irkit.evaluation import evaluate
-from irkit.paths import cache_dir, data_root
+from irkit.paths import cache_dir, eval_data_root
 from irkit.pipeline.runner import RESULTS, Runner, load_results
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = data_root(ROOT.parent / "shared" / "data")
+DATA = eval_data_root()
 WORK = cache_dir("eval") / "dl19_llm"
 
 
 def dl19() -> Dataset:
     """TREC DL 2019 (its 43 judged topics, NIST qrels, bundled BM25 top 100) as the regression driver loads it."""
-    return load_dataset(DATA / "trec-dl-2019")  # type: ignore[operator]
+    return load_dataset(DATA / "trec-dl-2019")
 
 
 def checkpoint(method: str, model: str, n: int) -> Path:

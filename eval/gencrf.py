@@ -31,12 +31,12 @@ import numpy as np
 from irkit.data.datasets import load_dataset
 from irkit.data.types import Queries, Ranking
 from irkit.evaluation import compare, evaluate
-from irkit.paths import cache_dir, data_root
+from irkit.paths import cache_dir, eval_data_root
 from irkit.pipeline.runner import Runner
 from irkit.pipeline.stage import Stage
 
 ROOT = Path(__file__).resolve().parents[1]
-SCIFACT = data_root(ROOT.parent / "shared" / "data") / "beir" / "scifact"  # type: ignore[operator]
+SCIFACT = eval_data_root() / "beir" / "scifact"
 INDEXES = ROOT / "indexes"
 WORK = cache_dir("eval") / "gencrf"
 RESULTS = ROOT / "eval" / "results"

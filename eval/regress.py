@@ -45,6 +45,7 @@ import yaml
 
 from irkit.errors import IrkitError
 from irkit.index import KINDS
+from irkit.paths import eval_data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "eval" / "regressions.yaml"
@@ -445,11 +446,6 @@ def _okay(ok: bool) -> str:
     return "ok" if ok else "FAIL"
 
 
-def data_root() -> Path:
-    """``$IRKIT_DATA``, defaulting to ``../shared/data`` beside the repository (as the tests do)."""
-    return Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
-
-
 class Session:
     """Runs conditions in one process; runs, datasets and command outputs are reused within it."""
 
@@ -466,7 +462,7 @@ class Session:
         if key not in self._data:
             import irkit
 
-            os.environ.setdefault("IRKIT_DATA", str(data_root()))
+            os.environ.setdefault("IRKIT_DATA", str(eval_data_root()))
             ds = irkit.load_dataset(cond.dataset, cond.split)
             if ds.qrels is None:
                 raise IrkitError(f"condition {cond.name!r}: dataset {cond.dataset!r} has no qrels to check against")
@@ -601,7 +597,7 @@ class Session:
                 cmd = cmd.replace(placeholder, shlex.quote(str(path)))
             env = {
                 **os.environ,
-                "IRKIT_DATA": str(data_root()),
+                "IRKIT_DATA": str(eval_data_root()),
                 "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             }
@@ -652,7 +648,7 @@ def ensure_index(spec: Spec, name: str, root: Path = ROOT) -> Path:
         reason = str(e)
     if path.is_symlink():
         raise IrkitError(f"index {name!r} does not match eval/regressions.yaml ({reason}); not rebuilding a symlink")
-    os.environ.setdefault("IRKIT_DATA", str(data_root()))
+    os.environ.setdefault("IRKIT_DATA", str(eval_data_root()))
     ds = irkit.load_dataset(ix["dataset"], None)
     print(f"building index {name} ({reason})", flush=True)
     settings = {k: v for k, v in want.items() if k != "doc_count"}

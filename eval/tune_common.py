@@ -21,10 +21,11 @@ from irkit.cli.tune import add_method_args
 from irkit.data.docstore import DocStore, DocTexts
 from irkit.data.io import read_qrels, read_queries, read_run, write_run
 from irkit.data.types import Qrels, Queries, Ranking
+from irkit.paths import eval_data_root
 from irkit.tune.trainer import TrainConfig, Trainer, TrainResult, split_dev
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
+DATA = eval_data_root()
 SCIFACT = DATA / "beir" / "scifact"
 INDEX = ROOT / "indexes" / "scifact-bm25"
 RUNS = ROOT / "runs" / "tune"

@@ -8,12 +8,12 @@ Indexes already built (valid manifest) are reused, so a second run only searches
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import irkit
 from irkit.data.io import write_run
+from irkit.paths import eval_data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURES = ["nDCG@10", "R@100"]
@@ -39,9 +39,7 @@ def ensure_index(kind: str, corpus: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
-    )
+    parser.add_argument("--data", type=Path, default=eval_data_root())
     parser.add_argument("--indexes", type=Path, default=ROOT / "indexes")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
     args = parser.parse_args()

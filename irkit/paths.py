@@ -12,7 +12,12 @@ def cache_dir(sub: str) -> Path:
     return Path(root) / sub
 
 
-def data_root(default: str | Path | None = None) -> Path | None:
-    """``$IRKIT_DATA`` (the directory datasets are named under), else ``default``."""
+def data_root() -> Path | None:
+    """``$IRKIT_DATA``: the directory datasets are named under, if set."""
     root = os.environ.get("IRKIT_DATA")
-    return Path(root) if root else (Path(default) if default is not None else None)
+    return Path(root) if root else None
+
+
+def eval_data_root() -> Path:
+    """``$IRKIT_DATA``, else ``shared/data`` beside the source checkout: what eval scripts and tests read."""
+    return data_root() or Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
+from irkit.paths import eval_data_root
+
+DATA = eval_data_root()
 SCIFACT = DATA / "beir" / "scifact"
 DL19 = DATA / "trec-dl-2019"
 

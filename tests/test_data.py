@@ -12,6 +12,7 @@ import pytest
 from irkit.data import DocStore, Qrels, Queries, Ranking, load_dataset, read_corpus, read_qrels, read_queries
 from irkit.data.io import read_run, write_qrels, write_run
 from irkit.errors import IrkitError
+from irkit.paths import eval_data_root
 
 
 def test_beir_dir_loads_judged_queries(scifact_dir):
@@ -26,6 +27,14 @@ def test_beir_dir_loads_judged_queries(scifact_dir):
 def test_irkit_data_env_names_dataset(scifact_dir, monkeypatch):
     monkeypatch.setenv("IRKIT_DATA", str(scifact_dir.parent.parent))
     assert len(load_dataset("beir/scifact", "train").queries) == 809
+
+
+def test_eval_data_root_is_irkit_data_else_beside_the_checkout(monkeypatch, tmp_path):
+    """Eval scripts, examples and tests resolve their data in this one place."""
+    monkeypatch.setenv("IRKIT_DATA", str(tmp_path))
+    assert eval_data_root() == tmp_path
+    monkeypatch.delenv("IRKIT_DATA")
+    assert (eval_data_root() / "beir" / "scifact" / "corpus.jsonl").is_file()  # ../shared/data, as the task lays out
 
 
 def test_ir_datasets_offline_matches_beir_dir(scifact_dir, tmp_path):

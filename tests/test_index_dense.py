@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,17 @@ def test_manifest_describes_and_checksums_the_index(flat_index: DenseIndex) -> N
         assert meta["sha256"] == sha256_file(flat_index.path / rel)
     # nothing but the index itself is left beside it (no partial or work directories)
     assert [p.name for p in flat_index.path.parent.iterdir()] == ["idx"]
+
+
+def test_build_progress_moves_within_a_checkpoint_chunk(
+    few_docs: list, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """One chunk of a large model takes many minutes: the build shows its batches, not just its chunks."""
+    build_dense_index(few_docs, tmp_path / "idx", chunk_size=len(few_docs))
+    err = capfd.readouterr().err
+    batches = re.findall(r"encode: +100%\|[^|]*\| (\d+)/(\d+) \[[^]]*batch/s", err)
+    assert batches and batches[-1][0] == batches[-1][1] and int(batches[-1][0]) > 1, err
+    assert re.search(rf"encode idx: +100%\|[^|]*\| {len(few_docs)}/{len(few_docs)} ", err), err
 
 
 def test_rows_follow_the_corpus_and_hold_its_encodings(flat_index: DenseIndex, few_docs: list) -> None:

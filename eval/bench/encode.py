@@ -37,9 +37,9 @@ import numpy as np
 
 from irkit.data.io import atomic_path, read_corpus
 from irkit.models.registry import resolve
+from irkit.paths import eval_data_root
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data"))
+DATA = eval_data_root()
 CORPORA = {
     "scifact": DATA / "beir" / "scifact" / "corpus.jsonl",
     "dl19": DATA / "trec-dl-2019" / "passages.jsonl",

@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 from irkit.data.io import read_corpus, read_run, read_topics_tsv
 from irkit.models.llm import load_llm
+from irkit.paths import eval_data_root
 from irkit.rerank.icr import ICR
 from irkit.rerank.prp import PRP
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("IRKIT_DATA", ROOT.parent / "shared" / "data")) / "trec-dl-2019"
+DATA = eval_data_root() / "trec-dl-2019"
 
 
 def main() -> None:

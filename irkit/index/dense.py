@@ -285,7 +285,7 @@ def build_dense_index(
         docids,
         chunk_size,
         lambda shard, chunk: _valid_shard(shard, len(chunk), encoder.dim),
-        _shard_writer(store, encoder, batch_size),
+        _shard_writer(store, encoder, batch_size, show_progress),
         f"encode {out.name}",
         show_progress,
         elsewhere,
@@ -322,12 +322,17 @@ def build_dense_index(
     return DenseIndex.load(out)
 
 
-def _shard_writer(store: DocStore, encoder: Any, batch_size: int) -> Callable[[Path, list[str]], None]:
-    """``write(shard, docids)``: encode those documents (one call, so batches do not depend on the executor)."""
+def _shard_writer(
+    store: DocStore, encoder: Any, batch_size: int, show_progress: bool = False
+) -> Callable[[Path, list[str]], None]:
+    """``write(shard, docids)``: encode those documents (one call, so batches do not depend on the executor).
+
+    ``show_progress`` adds a per-batch bar: a checkpoint chunk of a large model takes half an hour on a CPU.
+    """
 
     def write(shard: Path, chunk: list[str]) -> None:
         texts = [d.contents for d in store.get_many(chunk)]
-        _save_npy(shard, encoder.encode_documents(texts, batch_size=batch_size))
+        _save_npy(shard, encoder.encode_documents(texts, batch_size=batch_size, show_progress=show_progress))
 
     return write
 

@@ -127,7 +127,8 @@ def build_splade_index(
         return count is not None
 
     def encode(shard: Path, chunk: list[str]) -> None:
-        vectors = encoder.terms([d.contents for d in store.get_many(chunk)], scale=scale, batch_size=batch_size)
+        texts = [d.contents for d in store.get_many(chunk)]
+        vectors = encoder.terms(texts, scale=scale, batch_size=batch_size, show_progress=show_progress)
         with atomic_path(shard) as tmp:
             tmp.write_text(
                 "".join(
