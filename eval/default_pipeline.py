@@ -2,11 +2,13 @@
 
 The candidates rerank BM25 on the dev slice carved from SciFact *train* (``split_dev``, 10 %,
 seed 13: the slice the bundled cross-encoder held out for its own model selection): the bundled
-cross-encoder on the top 20 and SPLADE-tiny on the top 20 and top 100, each alone and min-max
-interpolated with BM25 at every weight 0.0–1.0. BM25 runs once; each reranker scores once and the
-weights reuse its scores. Writes the dev nDCG@10 of every candidate and the winner as JSON.
+cross-encoder on the top 20 and SPLADE-tiny on the top 20 and top 100 (and, with ``--nomic-index``,
+nomic-embed-text-v1.5 by the stored vectors of that SciFact index on the top 20 and top 100), each
+alone and min-max interpolated with BM25 at every weight 0.0–1.0. BM25 runs once; each reranker
+scores once and the weights reuse its scores. Writes the dev nDCG@10 of every candidate and the
+winner as JSON.
 
-    nice -n 10 python eval/default_pipeline.py --results eval/results/default_pipeline.json
+    python eval/default_pipeline.py --nomic-index indexes/scifact-nomic --results runs/default_pipeline.json
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from tune_common import INDEX, SCIFACT
 
-from irkit import BM25, CrossEncoder, SpladeReranker, evaluate, read_qrels, read_queries
+from irkit import BM25, BiEncoderReranker, CrossEncoder, SpladeReranker, evaluate, read_qrels, read_queries
 from irkit.data.types import Ranking
 from irkit.tune.trainer import interpolation_weight, split_dev
 
@@ -26,6 +28,7 @@ from irkit.tune.trainer import interpolation_weight, split_dev
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=13, help="dev slice seed (the bundled cross-encoder's)")
+    ap.add_argument("--nomic-index", type=Path, default=None, help="a nomic-embed-text-v1.5 index of SciFact")
     ap.add_argument("--results", type=Path, required=True)
     args = ap.parse_args()
 
@@ -40,11 +43,15 @@ def main() -> None:
 
     dev_ndcg: dict[str, float] = {"bm25": ndcg(bm25)}
     seconds: dict[str, float] = {}
-    for name, reranker, depth in (
+    candidates = [
         ("cross-encoder-top20", CrossEncoder(), 20),
         ("splade-top20", SpladeReranker(), 20),
         ("splade-top100", SpladeReranker(), 100),
-    ):
+    ]
+    if args.nomic_index is not None:
+        nomic = BiEncoderReranker(index=args.nomic_index)
+        candidates += [("nomic-top20", nomic, 20), ("nomic-top100", nomic, 100)]
+    for name, reranker, depth in candidates:
         t0 = time.perf_counter()
         reranked = reranker(bm25.top_k(depth))
         seconds[name] = round(time.perf_counter() - t0, 1)

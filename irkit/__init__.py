@@ -47,6 +47,7 @@ _LAZY = {
     "ICR": "irkit.rerank.icr",
     "PRP": "irkit.rerank.prp",
     "SpladeReranker": "irkit.rerank.splade",
+    "BiEncoderReranker": "irkit.rerank.bi_encoder",
     "GenCRF": "irkit.reformulate.gencrf",
     "QERM": "irkit.reformulate.qerm",
     "Query2Doc": "irkit.reformulate.query2doc",

@@ -41,12 +41,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"irkit: error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("irkit: interrupted; rerun the same command to resume", file=sys.stderr)
-            return 130  # what a shell reports for a process ended by SIGINT
+            pass  # reported below, once the traceback is released: the progress bars of the generators
+            # it kept suspended print their last state when they are closed, and that must not come last
         except OSError as e:  # read-only directory, disk full, permissions: one line, not a traceback
             where = f"{e.filename}: " if e.filename else ""
             print(f"irkit: error: {where}{e.strerror or e}", file=sys.stderr)
             return 1
+    print("irkit: interrupted; rerun the same command to resume", file=sys.stderr)
+    return 130  # what a shell reports for a process ended by SIGINT
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
