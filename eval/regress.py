@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from irkit.data.io import atomic_path, read_json_object, read_run, write_run
 from irkit.errors import IrkitError
 from irkit.index import KINDS
 from irkit.paths import eval_data_root
@@ -460,10 +461,7 @@ class Session:
         """(Dataset, queries, qrels) of a condition, cut to ``max_queries``."""
         key = (cond.dataset, cond.split, cond.max_queries)
         if key not in self._data:
-            import irkit
-
-            os.environ.setdefault("IRKIT_DATA", str(eval_data_root()))
-            ds = irkit.load_dataset(cond.dataset, cond.split)
+            ds = _load_dataset(cond.dataset, cond.split)
             if ds.qrels is None:
                 raise IrkitError(f"condition {cond.name!r}: dataset {cond.dataset!r} has no qrels to check against")
             queries = ds.queries
@@ -496,7 +494,6 @@ class Session:
         """The run of a condition that produces one (pipeline, bundled run, or ``{run}`` command)."""
         if name in self._rankings:
             return self._rankings[name]
-        from irkit.data.io import read_run, write_run
         from irkit.data.types import Ranking
 
         cond = self.spec.conditions[name]
@@ -568,8 +565,6 @@ class Session:
         """A command's JSON output for one seed; commands shared by conditions run once per session."""
         cmd = command.replace("{seed}", str(seed)) if seed is not None else command
         if cmd not in self._outputs:
-            from irkit.data.io import read_json_object
-
             out = self.runs / f"out-{hashlib.sha256(cmd.encode()).hexdigest()[:12]}.json"
             stamp = out.with_suffix(".stamp.json")
             code = code_fingerprint(self.root)
@@ -631,7 +626,6 @@ def ensure_index(spec: Spec, name: str, root: Path = ROOT) -> Path:
     A symlinked index that does not match is an error rather than a rebuild, so a shared index
     elsewhere is never overwritten.
     """
-    import irkit
     from irkit import index
     from irkit.index import read_manifest
 
@@ -648,18 +642,23 @@ def ensure_index(spec: Spec, name: str, root: Path = ROOT) -> Path:
         reason = str(e)
     if path.is_symlink():
         raise IrkitError(f"index {name!r} does not match eval/regressions.yaml ({reason}); not rebuilding a symlink")
-    os.environ.setdefault("IRKIT_DATA", str(eval_data_root()))
-    ds = irkit.load_dataset(ix["dataset"], None)
+    ds = _load_dataset(ix["dataset"], None)
     print(f"building index {name} ({reason})", flush=True)
     settings = {k: v for k, v in want.items() if k != "doc_count"}
     index.build(ix["type"], ds, path, overwrite=True, **settings)
     return path
 
 
+def _load_dataset(name: str, split: str | None) -> Any:
+    """``irkit.load_dataset``, with dataset names resolved under the evaluation data."""
+    import irkit
+
+    os.environ.setdefault("IRKIT_DATA", str(eval_data_root()))
+    return irkit.load_dataset(name, split)
+
+
 def _read_stamp(path: Path) -> dict[str, Any] | None:
     """A stamp written by ``Session._json``; None when it is missing or damaged (the command then runs)."""
-    from irkit.data.io import read_json_object
-
     try:
         return read_json_object(path, "stamp")
     except (OSError, IrkitError):
@@ -725,7 +724,6 @@ def machine() -> str:
 
 def write_result(cond: Condition, outcome: Outcome, results: Path = RESULTS) -> Path:
     """Record a measurement as eval/results/regress/NAME.json (atomically)."""
-    from irkit.data.io import atomic_path
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     record = {
