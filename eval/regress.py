@@ -15,8 +15,8 @@ significance claim fails. Pipelines run through the Python API; commands run in 
 the repository root with this checkout's irkit first on PYTHONPATH. The schema is documented at
 the top of eval/regressions.yaml; tests/integration/test_regressions.py runs its ``ci: true`` part.
 
-A seeded command can take most of an hour, and a condition several of them. Every JSON output is
-stamped with its command and a fingerprint of the committed code (``code_fingerprint``); with
+A seeded command can take most of an hour, and a condition several of them. Every command's output
+(its JSON, or the run a ``{run}`` command writes) is stamped with its command and a fingerprint of the committed code (``code_fingerprint``); with
 ``--resume`` an output whose stamp matches the command and the code of this checkout is used
 instead of running the command again, and the record lists it under ``resumed``. Outputs made from
 uncommitted code get no stamp, so they are never resumed.
@@ -504,7 +504,7 @@ class Session:
             for other in cond.inputs:  # the runs it reads, computed (or reused) in this session first
                 self.ranking(other)
                 command = command.replace(f"{{run:{other}}}", shlex.quote(str(self.runs / f"{other}.trec")))
-            self._shell(command, {"{run}": out})
+            self._produce(command, out, "{run}")
             run = read_run(out, ds.queries)
         else:
             inp: Any = queries
@@ -566,21 +566,27 @@ class Session:
         cmd = command.replace("{seed}", str(seed)) if seed is not None else command
         if cmd not in self._outputs:
             out = self.runs / f"out-{hashlib.sha256(cmd.encode()).hexdigest()[:12]}.json"
-            stamp = out.with_suffix(".stamp.json")
-            code = code_fingerprint(self.root)
-            stamped = _read_stamp(stamp) == {"command": cmd, "code": code}
-            if self.resume and code is not None and stamped and out.is_file():
-                print(f"resuming {out.name}: {cmd} (made by the same code)", flush=True)
-                self._resumed.append(cmd)
-            else:
-                stamp.unlink(missing_ok=True)
-                self._shell(cmd, {"{out}": out})
-                if code is not None and code == code_fingerprint(self.root):  # unchanged while it ran
-                    stamp.write_text(json.dumps({"command": cmd, "code": code}) + "\n", encoding="utf-8")
-            if not out.is_file():
-                raise IrkitError(f"command wrote nothing to {{out}}: {cmd}", path=out)
+            self._produce(cmd, out, "{out}")
             self._outputs[cmd] = read_json_object(out, f"the {{out}} of {cmd}")
         return self._outputs[cmd]
+
+    def _produce(self, cmd: str, out: Path, placeholder: str) -> None:
+        """Run ``cmd`` to write ``out`` (its ``placeholder``), or with ``--resume`` reuse an ``out``
+        stamped with the same command and code; a run command's stamp covers the runs it reads
+        only in that they come from the same code."""
+        stamp = out.with_suffix(".stamp.json")
+        code = code_fingerprint(self.root)
+        stamped = _read_stamp(stamp) == {"command": cmd, "code": code}
+        if self.resume and code is not None and stamped and out.is_file():
+            print(f"resuming {out.name}: {cmd} (made by the same code)", flush=True)
+            self._resumed.append(cmd)
+        else:
+            stamp.unlink(missing_ok=True)
+            self._shell(cmd, {placeholder: out})
+            if code is not None and code == code_fingerprint(self.root):  # unchanged while it ran
+                stamp.write_text(json.dumps({"command": cmd, "code": code}) + "\n", encoding="utf-8")
+        if not out.is_file():
+            raise IrkitError(f"command wrote nothing to {placeholder}: {cmd}", path=out)
 
     def _shell(self, command: str, targets: dict[str, Path]) -> None:
         """Run a command from the repository root with this checkout's irkit and interpreter first."""

@@ -211,6 +211,18 @@ def test_resume_reuses_outputs_only_of_the_same_command_and_committed_code(tmp_p
     assert len(run().resumed) == 2
     next((tmp_path / "runs").glob("out-*[0-9a-f].json")).unlink()  # a stamp without its output runs again
     assert len(run().resumed) == 1 and counter.read_text() == "xxxxxxxxx"
+    # a {run} command's run file is stamped and resumed the same way
+    runs = tmp_path / "run-counter"
+    copy = condition(
+        "copy",
+        command=f"echo -n x >> {runs} && cp {data_env / 'bm25-top100.run'} {{run}}",
+        metrics={"nDCG@10": {"expected": 0.5, "tol": 0.5}},
+    )
+    spec = regress.load(write_spec(tmp_path, [copy]))
+    first = regress.Session(spec, runs=tmp_path / "runs", resume=True, root=repo).run("copy")
+    again = regress.Session(spec, runs=tmp_path / "runs", resume=True, root=repo).run("copy")
+    assert runs.read_text() == "x" and first.resumed == [] and len(again.resumed) == 1
+    assert again.figures == first.figures and again.ok
 
 
 def test_a_command_reads_other_conditions_runs_computed_first(tmp_path: Path, data_env: Path) -> None:
