@@ -16,10 +16,10 @@ the repository root with this checkout's irkit first on PYTHONPATH. The schema i
 the top of eval/regressions.yaml; tests/integration/test_regressions.py runs its ``ci: true`` part.
 
 A seeded command can take most of an hour, and a condition several of them. Every command's output
-(its JSON, or the run a ``{run}`` command writes) is stamped with its command and a fingerprint of the committed code (``code_fingerprint``); with
-``--resume`` an output whose stamp matches the command and the code of this checkout is used
-instead of running the command again, and the record lists it under ``resumed``. Outputs made from
-uncommitted code get no stamp, so they are never resumed.
+(its JSON, or the run a ``{run}`` command writes) is stamped with its command and a fingerprint of
+the committed code (``code_fingerprint``); with ``--resume`` an output whose stamp matches the
+command and the code of this checkout is used instead of running the command again, and the record
+lists it under ``resumed``. Outputs made from uncommitted code get no stamp, so they are never resumed.
 """
 
 from __future__ import annotations
