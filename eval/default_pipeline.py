@@ -4,9 +4,10 @@ The candidates rerank BM25 on the dev slice carved from SciFact *train* (``split
 seed 13: the slice the bundled cross-encoder held out for its own model selection): the bundled
 cross-encoder on the top 20 and SPLADE-tiny on the top 20 and top 100 (and, with ``--nomic-index``,
 nomic-embed-text-v1.5 by the stored vectors of that SciFact index on the top 20 and top 100), each
-alone and min-max interpolated with BM25 at every weight 0.0–1.0. BM25 runs once; each reranker
-scores once and the weights reuse its scores. Writes the dev nDCG@10 of every candidate and the
-winner as JSON.
+alone and min-max interpolated with BM25 at every weight 0.0–1.0. With the index, a first-stage
+fusion competes too: BM25 and nomic dense retrieval, 1000 results each, min-max fused at the same
+weights (on nomic). BM25 runs once; each reranker scores once and the weights reuse its scores.
+Writes the dev nDCG@10 of every candidate and the winner as JSON.
 
     python eval/default_pipeline.py --nomic-index indexes/scifact-nomic --results runs/default_pipeline.json
 """
@@ -20,9 +21,10 @@ from pathlib import Path
 
 from tune_common import INDEX, SCIFACT
 
-from irkit import BM25, BiEncoderReranker, CrossEncoder, SpladeReranker, evaluate, read_qrels, read_queries
+from irkit import BM25, BiEncoderReranker, CrossEncoder, Dense, SpladeReranker, evaluate, read_qrels, read_queries
 from irkit.data.types import Ranking
-from irkit.tune.trainer import interpolation_weight, split_dev
+from irkit.pipeline.operators import fuse_rankings
+from irkit.tune.trainer import WEIGHTS, interpolation_weight, split_dev
 
 
 def main() -> None:
@@ -58,6 +60,13 @@ def main() -> None:
         _, by_w = interpolation_weight(reranked, qrels)  # the grid `irkit tune` chooses its weight on
         for w, v in by_w.items():  # keys without dots, so the regression table can address them (w 0.5 -> w50)
             dev_ndcg[f"{name} w{round(w * 100)}"] = round(v, 4)
+    if args.nomic_index is not None:  # first-stage fusion: both retrievers search the whole corpus
+        t0 = time.perf_counter()
+        runs = [BM25(INDEX, depth=1000)(dev_queries), Dense(index=args.nomic_index, depth=1000)(dev_queries)]
+        seconds["nomic-first-stage-fused"] = round(time.perf_counter() - t0, 1)
+        for w in WEIGHTS:
+            fused = fuse_rankings(runs, "linear", weights=[1 - w, w], queries=dev_queries)
+            dev_ndcg[f"nomic-first-stage-fused w{round(w * 100)}"] = ndcg(fused)
     best = max(dev_ndcg, key=lambda k: dev_ndcg[k])
     out = {
         "dev_queries": len(dev_queries),
