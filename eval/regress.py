@@ -664,7 +664,7 @@ def _load_dataset(name: str, split: str | None) -> Any:
 
 
 def _read_stamp(path: Path) -> dict[str, Any] | None:
-    """A stamp written by ``Session._json``; None when it is missing or damaged (the command then runs)."""
+    """A stamp written by ``Session._produce``; None when it is missing or damaged (the command then runs)."""
     try:
         return read_json_object(path, "stamp")
     except (OSError, IrkitError):
@@ -730,7 +730,6 @@ def machine() -> str:
 
 def write_result(cond: Condition, outcome: Outcome, results: Path = RESULTS) -> Path:
     """Record a measurement as eval/results/regress/NAME.json (atomically)."""
-
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     record = {
         "name": cond.name,
