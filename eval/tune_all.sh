@@ -83,6 +83,8 @@ curves() {
 # read 256 with bf16 on AVX-512) and 32 query tokens, in training and in the test search alike; the
 # cross-encoder's test reranks the BM25 top 20 (the shipped pipeline's depth). Two processes, one per
 # model kind, share the two cores: KINDS=bi OMP_NUM_THREADS=1 ... & KINDS=ce OMP_NUM_THREADS=1 ...
+# Processes running the same command share its runs: each takes the next run no other one holds
+# (a lock file per run, released when its process ends), so two KINDS=bi processes split that kind.
 #   1. seed 13, every method at both of its learning rates (the sweep); every run also runs its test
 #      search (a later session, on another machine, may not have the saved models of this one)
 #   2. seeds 14 and 15 at the rate the dev slice picked (tune_convergence.py --pick reads stage 1)
@@ -95,8 +97,10 @@ grid16() {
   local dev=(--dev-queries 40 --dev-depth 10 --eval-every 10 --patience 99 $BF16)
   run() {  # run KIND METHOD LR SEED TAG [extra args]
     local kind=$1 method=$2 lr=$3 seed=$4 tag=$5; shift 5
-    local res="$out/${kind}_${tag}_lr${lr}_s${seed}.json"
+    local res="$out/${kind}_${tag}_lr${lr}_s${seed}.json" lock
     [[ -f $res ]] && return 0
+    exec {lock}>"$res.lock"  # another process on the same grid holds it while it trains this run
+    flock -n "$lock" && [[ ! -f $res ]] || { exec {lock}>&-; return 0; }
     echo "== $(date -u +%H:%M:%S) $kind $tag lr $lr seed $seed"
     if [[ $kind == bi ]]; then
       python eval/tune_bi_encoder.py --method "$method" --lr "$lr" --seed "$seed" --epochs 1 "${dev[@]}" \
@@ -106,6 +110,8 @@ grid16() {
         --test-depth 20 --results "$res.tmp" "$@"
     fi
     mv "$res.tmp" "$res"
+    rm -f "$res.lock"
+    exec {lock}>&-
   }
   pick() {  # pick KIND TAG -> "LR STEPS"
     python eval/tune_convergence.py --results "$out" --kind "$1" --summary /dev/null --png /dev/null --pick "$2"
