@@ -63,7 +63,7 @@ TABLE = re.compile(r"(<!-- regress:table (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!
 
 _CONDITION_KEYS = {
     "name", "label", "description", "dataset", "split", "pipeline", "command", "candidates", "max_queries",
-    "seeds", "metrics", "significance", "ci", "cost_s", "measured", "reference", "info", "origin",
+    "seeds", "metrics", "significance", "ci", "cost_s", "measured", "reference", "info", "origin", "recorded_from",
 }  # fmt: skip
 _REQUIRED = ("name", "description", "dataset", "metrics", "ci", "cost_s", "measured")
 
@@ -107,6 +107,7 @@ class Condition:
     reference: str = ""
     info: dict[str, str] = field(default_factory=dict)
     origin: str = ""
+    recorded_from: str | None = None  # committed JSON outputs of ``origin`` ({seed}) the figures were taken from
 
     @property
     def inputs(self) -> list[str]:
@@ -243,6 +244,13 @@ def _condition(item: Any, where: tuple[str | int, ...], chk: _Checker) -> Condit
         if key in raw:
             setattr(cond, key, chk.positive_int(raw[key], (*where, key)))
     _what_runs(cond, raw, where, chk)
+    if "recorded_from" in raw:
+        cond.recorded_from = chk.text(raw["recorded_from"], (*where, "recorded_from"))
+        if not cond.writes_json or ("{seed}" in cond.recorded_from) != (cond.seeds is not None):
+            raise chk.error((*where, "recorded_from"), "the JSON outputs of a {out} command, one per seed ({seed})")
+        for path in recorded_files(cond):
+            if not path.is_file():
+                raise chk.error((*where, "recorded_from"), f"no file {path}")
     metrics = chk.mapping(raw["metrics"], (*where, "metrics"))
     if not metrics:
         raise chk.error((*where, "metrics"), "a condition checks at least one measure")
@@ -540,17 +548,7 @@ class Session:
 
     def _from_json(self, cond: Condition) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None, None]:
         outputs = [self._json(cond.command or "", seed) for seed in cond.seeds or [None]]
-        figures: dict[str, dict[str, Any]] = {}
-        for m, spec in cond.metrics.items():
-            values = [_lookup(o, spec.key or m) for o in outputs]
-            if any(v is None for v in values):
-                figures[m] = {"measured": None, "per_seed": values}
-                continue
-            figures[m] = {"measured": float(np.mean(values))}
-            if cond.seeds:
-                figures[m]["per_seed"] = values
-                if len(values) > 1:
-                    figures[m]["std"] = float(np.std(values, ddof=1))
+        figures = seed_figures(cond, outputs)
         sig = cond.significance
         if sig is None:
             return figures, None, None
@@ -687,6 +685,47 @@ def code_fingerprint(root: Path = ROOT) -> str | None:
         return None
     files = [line for line in listing.splitlines() if line.partition("\t")[2] != DRIVER]
     return hashlib.sha256("\n".join(files).encode()).hexdigest()[:16]
+
+
+def seed_figures(cond: Condition, outputs: list[Any]) -> dict[str, dict[str, Any]]:
+    """Each measure of a JSON-writing condition from its outputs, one per seed: the mean, and with seeds the
+    per-seed values and their sample std (``measured`` None when an output lacks the figure)."""
+    figures: dict[str, dict[str, Any]] = {}
+    for m, spec in cond.metrics.items():
+        values = [_lookup(o, spec.key or m) for o in outputs]
+        if any(v is None for v in values):
+            figures[m] = {"measured": None, "per_seed": values}
+            continue
+        figures[m] = {"measured": float(np.mean(values))}
+        if cond.seeds:
+            figures[m]["per_seed"] = values
+            if len(values) > 1:
+                figures[m]["std"] = float(np.std(values, ddof=1))
+    return figures
+
+
+def recorded_files(cond: Condition) -> list[Path]:
+    """The committed outputs ``recorded_from`` names, one per seed (none without it)."""
+    if cond.recorded_from is None:
+        return []
+    return [ROOT / cond.recorded_from.replace("{seed}", str(seed)) for seed in cond.seeds or [None]]
+
+
+def recorded_mismatches(cond: Condition) -> list[str]:
+    """Where ``cond``'s recorded figures (expected, std) differ from the committed outputs they were
+    taken from by more than the recorded 4 decimals round (empty: they agree, or nothing is named)."""
+    files = recorded_files(cond)
+    if not files:
+        return []
+    figures = seed_figures(cond, [json.loads(f.read_text(encoding="utf-8")) for f in files])
+    bad = []
+    for m, spec in cond.metrics.items():
+        got = figures[m]
+        for what, recorded in (("expected", spec.expected), ("std", spec.std)):
+            value = got.get("measured" if what == "expected" else what)
+            if recorded is not None and (value is None or abs(value - recorded) > 5e-5):
+                bad.append(f"{cond.name}: {m} {what} {recorded} but {cond.recorded_from} gives {value}")
+    return bad
 
 
 def _lookup(obj: Any, key: str) -> Any:

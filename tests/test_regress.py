@@ -42,6 +42,8 @@ def test_the_committed_table_validates_and_its_ci_part_is_cheap() -> None:
         c.name for c in ci
     }
     assert sum(c.cost_s for c in ci) <= 300  # CI runs on 2 cores within 15 minutes, unit tests included
+    # figures taken from committed outputs (the tuning grids' JSONs) are those outputs' means
+    assert [bad for c in spec.conditions.values() for bad in regress.recorded_mismatches(c)] == []
 
 
 def test_readme_and_results_tables_are_rendered_from_the_table() -> None:
@@ -88,6 +90,25 @@ def test_a_bad_table_is_an_error(tmp_path: Path) -> None:
         regress.load(write_spec(tmp_path, [a], tables={"t": {"columns": ["label"], "rows": ["zz"]}}))
     with pytest.raises(IrkitError, match=r"tables\.t\.columns\[1\]: 'MAP' is neither"):
         regress.load(write_spec(tmp_path, [a], tables={"t": {"columns": ["label", "MAP"], "rows": ["a"]}}))
+
+
+def test_figures_recorded_from_committed_outputs_must_be_their_means(tmp_path: Path) -> None:
+    for seed, value in ((1, 0.51), (2, 0.53)):
+        (tmp_path / f"r{seed}.json").write_text(json.dumps({"test": {"m": value}}), encoding="utf-8")
+
+    def recorded(name: str, expected: float, files: str = "r{seed}.json") -> dict:
+        metrics = {"m": {"expected": expected, "std": 0.0141, "tol": 0.03, "key": "test.m"}}
+        return condition(
+            name, command="x {seed} > {out}", seeds=[1, 2], recorded_from=str(tmp_path / files), metrics=metrics
+        )
+
+    spec = regress.load(write_spec(tmp_path, [recorded("agrees", 0.52), recorded("off", 0.5201)]))
+    assert regress.recorded_mismatches(spec.conditions["agrees"]) == []
+    assert regress.recorded_mismatches(spec.conditions["off"]) == [
+        f"off: m expected 0.5201 but {tmp_path / 'r{seed}.json'} gives 0.52"
+    ]
+    with pytest.raises(IrkitError, match=r"conditions\[0\]\.recorded_from: no file .*gone1\.json"):
+        regress.load(write_spec(tmp_path, [recorded("gone", 0.52, "gone{seed}.json")]))
 
 
 def test_bundled_run_and_a_run_writing_command_are_evaluated_and_tested(tmp_path: Path, data_env: Path) -> None:
