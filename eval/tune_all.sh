@@ -90,6 +90,8 @@ curves() {
 #   2. seeds 14 and 15 at the rate the dev slice picked (tune_convergence.py --pick reads stage 1)
 #   3. equal compute: every method at least 1.25x cheaper than full FT per step trains for the steps
 #      full FT's CPU seconds buy it (tag METHOD-eq), at its picked rate, 3 seeds
+#   4. ablation: connected without the aside pathway (plain in-block adapters, r = 32 for the same
+#      0.66 % budget) at connected's picked rate, 3 seeds (tag connected-nopathway)
 # Results: eval/results/tune_grid16/{bi,ce}_{tag}_lr{lr}_s{seed}.json; tune_convergence.py summarises.
 grid16() {
   local out=${OUT:-eval/results/tune_grid16}
@@ -152,6 +154,12 @@ grid16() {
         ((4 * steps >= 5 * per_epoch)) || continue
         run "$kind" "$method" "$lr" "$seed" "$method-eq" --steps "$steps"
       done
+    done
+  done
+  for kind in $kinds; do  # 4. the pathway's share: connected without it, at the same budget (r = 32)
+    read -r lr _ < <(pick "$kind" connected)
+    for seed in 13 14 15; do
+      run "$kind" connected "$lr" "$seed" connected-nopathway --no-pathway --rank 32
     done
   done
   for kind in $kinds; do

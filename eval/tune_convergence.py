@@ -38,7 +38,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 NAME = re.compile(r"(?P<kind>bi|ce)_(?P<tag>.+)_lr(?P<lr>[^_]+)_s(?P<seed>\d+)")
 SCATTERED = ("houlsby", "lora", "bitfit")
-ORDER = ["full", "connected", "side", "side-4ep", "houlsby", "lora", "bitfit"]
+ORDER = ["full", "connected", "connected-nopathway", "side", "side-4ep", "houlsby", "lora", "bitfit"]
+
+
+def order(tag: str) -> tuple[int, bool]:
+    """Table order: by method, each method's equal-compute run (``METHOD-eq``) after it."""
+    base = tag.removesuffix("-eq")
+    return (ORDER.index(base) if base in ORDER else len(ORDER), tag != base)
 
 
 def load_runs(results: Path, kind: str) -> dict[str, dict[str, list[dict]]]:
@@ -220,7 +226,7 @@ def table(summary: dict) -> str:
         "| dev within full FT's compute (step) | test nDCG@10 |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for tag in sorted(methods, key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
+    for tag in sorted(methods, key=order):
         c = methods[tag]
         n = len(c["seeds"])
         sweep = ", ".join(
@@ -247,7 +253,7 @@ def plot(summary: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for tag in sorted(summary["methods"], key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
+    for tag in sorted(summary["methods"], key=order):
         c = summary["methods"][tag]
         label = f"{tag} (lr {c['lr']})"
         for i, (curve, secs) in enumerate(zip(c["curve"], c["curve_compute"], strict=True)):
