@@ -90,6 +90,9 @@ curves() {
 #   2. seeds 14 and 15 at the rate the dev slice picked (tune_convergence.py --pick reads stage 1)
 #   3. equal compute: every method at least 1.25x cheaper than full FT per step trains for the steps
 #      full FT's CPU seconds buy it (tag METHOD-eq), at its picked rate, 3 seeds
+#   3b. stage 3 counts a step at its first epoch's cost; side caches the backbone's outputs after the
+#      first epoch, so its METHOD-eq run spends a third of the budget: METHOD-budget trains until all
+#      of it is spent, at the cost per step the METHOD-eq run measured last (tune_convergence --pick-budget)
 #   4. ablation: connected without the aside pathway (plain in-block adapters, r = 32 for the same
 #      0.66 % budget) at connected's picked rate, 3 seeds (tag connected-nopathway)
 # Results: eval/results/tune_grid16/{bi,ce}_{tag}_lr{lr}_s{seed}.json; tune_convergence.py summarises.
@@ -154,6 +157,18 @@ grid16() {
         ((4 * steps >= 5 * per_epoch)) || continue
         run "$kind" "$method" "$lr" "$seed" "$method-eq" --steps "$steps"
       done
+    done
+  done
+  for kind in $kinds; do  # 3b. a METHOD-eq run whose later epochs were cheaper (side) trains again until it spends the budget
+    for method in $METHODS; do
+      compgen -G "$out/${kind}_${method}-eq_lr*_s13.json" >/dev/null || continue
+      read -r lr steps < <(python eval/tune_convergence.py --results "$out" --kind "$kind" --summary /dev/null \
+        --png /dev/null --pick-budget "$method-eq") || true
+      [[ -n ${steps:-} ]] || continue
+      for seed in 13 14 15; do
+        run "$kind" "$method" "$lr" "$seed" "$method-budget" --steps "$steps" --eval-every 50
+      done
+      steps=
     done
   done
   for kind in $kinds; do  # 4. the pathway's share: connected without it, at the same budget (r = 32)

@@ -38,13 +38,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 NAME = re.compile(r"(?P<kind>bi|ce)_(?P<tag>.+)_lr(?P<lr>[^_]+)_s(?P<seed>\d+)")
 SCATTERED = ("houlsby", "lora", "bitfit")
-ORDER = ["full", "connected", "connected-nopathway", "side", "side-4ep", "houlsby", "lora", "bitfit"]
+ORDER = ["full", "connected", "side", "houlsby", "lora", "bitfit"]
 
 
-def order(tag: str) -> tuple[int, bool]:
-    """Table order: by method, each method's equal-compute run (``METHOD-eq``) after it."""
-    base = tag.removesuffix("-eq")
-    return (ORDER.index(base) if base in ORDER else len(ORDER), tag != base)
+def order(tag: str) -> tuple[int, str]:
+    """Table order: by method, its variants (``METHOD-eq``, ``METHOD-nopathway``, ...) after it."""
+    base = tag.split("-")[0]
+    return (ORDER.index(base) if base in ORDER else len(ORDER), tag)
 
 
 def load_runs(results: Path, kind: str) -> dict[str, dict[str, list[dict]]]:
@@ -95,6 +95,17 @@ def dev_within(run: dict, budget: float) -> tuple[float, int]:
     """``(dev, step)`` of the last check reached within ``budget`` of training compute (:func:`clock`)."""
     reached = [(dev, step) for (step, dev), t in zip(run["dev_history"], clock(run)[1], strict=True) if t <= budget]
     return reached[-1]
+
+
+def steps_for_budget(run: dict, budget: float) -> int:
+    """The steps that spend ``budget`` of training compute (:func:`clock`) at the cost per step ``run`` paid
+    over its last checks: for a method whose later epochs are cheaper (side caches the backbone's outputs
+    after the first), a run past one epoch measures what a step really costs there."""
+    steps = [step for step, _ in run["dev_history"]]
+    spent = clock(run)[1]
+    back = min(5, len(steps) - 1)
+    per_step = (spent[-1] - spent[-1 - back]) / (steps[-1] - steps[-1 - back])
+    return steps[-1] + max(0, round((budget - spent[-1]) / per_step))
 
 
 def test_scores(rs: list[dict]) -> dict[str, dict[str, float]]:
@@ -285,6 +296,12 @@ def main() -> int:
         metavar="TAG",
         help="print TAG's dev-picked learning rate and the steps full FT's training compute buys it, and stop",
     )
+    ap.add_argument(
+        "--pick-budget",
+        metavar="TAG",
+        help="for a METHOD-eq run (seed 13) that spent under 90 %% of full FT's compute: print its learning rate "
+        "and the steps that spend all of it at the cost per step the run measured last (else print nothing)",
+    )
     args = ap.parse_args()
     runs = load_runs(args.results, args.kind)
     if not runs:
@@ -294,6 +311,12 @@ def main() -> int:
     if args.pick:
         c = summary["methods"][args.pick]
         print(c["lr"], round(summary["methods"]["full"]["sweep_compute"] / c["sweep_cost_per_step"]))
+        return 0
+    if args.pick_budget:
+        c, budget = summary["methods"][args.pick_budget], summary["methods"]["full"]["sweep_compute"]
+        first = next(r for r in runs[args.pick_budget][c["lr"]] if r["seed"] == 13)
+        if clock(first)[0] < 0.9 * budget:
+            print(c["lr"], steps_for_budget(first, budget))
         return 0
     if args.paired:
         summary["paired_dev"] = paired(summary, runs)

@@ -72,3 +72,12 @@ def test_the_paper_claim_on_each_measure() -> None:
     assert tc.paper_claim(scores)["within_0.005_of_full"] and tc.paper_claim(scores)["above_every_scattered"]
     assert not tc.paper_claim({**scores, "lora": 0.698})["above_every_scattered"]  # a tie is not "above"
     assert tc.paper_claim({"full": 0.7, "lora": 0.6}) == {}
+
+
+def test_budget_steps_follow_the_cost_a_run_measured_last() -> None:
+    r = run(13, [0.5] * 11, 2.0, 0.7, steps=100)
+    # the first 20 steps cost 2 CPU s each, the cached ones after them 0.2 (0.1 full-FT steps)
+    r["dev_train_cpu_s"] = [2.0 * min(s, 20) + 0.2 * max(0, s - 20) for s in range(0, 101, 10)]
+    # budget 80 full-FT steps = 160 CPU s; 56 spent at step 100, 52 full-FT steps more at 0.1 a step
+    assert tc.steps_for_budget(r, 80.0) == 100 + 520
+    assert tc.steps_for_budget(r, 10.0) == 100  # already past the budget: no more steps
