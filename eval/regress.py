@@ -827,7 +827,7 @@ def _cell(show: str, cond: Condition, label: str, last: dict[str, Any] | None) -
         return ", ".join(parts) + ("; in CI" if cond.ci else "")
     if show == "last run":
         if last is None:
-            return "not rerun"
+            return "its run files, not rerun" if cond.recorded_from else "not rerun"
         return f"{_okay(last['ok'])}, {last['date'][:10]}, {last['machine'].split('(')[-1].rstrip(')')}"
     if show in cond.metrics:
         m = cond.metrics[show]
