@@ -264,18 +264,23 @@ def plot(summary: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for tag in sorted(summary["methods"], key=order):
+    tags = sorted(summary["methods"], key=order)
+    colours = plt.get_cmap("tab20")
+    for k, tag in enumerate(tags):
         c = summary["methods"][tag]
         label = f"{tag} (lr {c['lr']})"
         for i, (curve, secs) in enumerate(zip(c["curve"], c["curve_compute"], strict=True)):
             steps, devs = zip(*curve, strict=True)
-            style = {"label": label if i == 0 else None, "marker": "o", "markersize": 3, "alpha": 0.9}
-            line = axes[0].plot(steps, devs, **style)[0]
-            axes[1].plot(secs, devs, color=line.get_color(), **style)
-    axes[0].set_xlabel("training step")
+            gains = [d - devs[0] for d in devs]  # each seed draws its own dev queries: plot the gain on them
+            style = {"label": label if i == 0 else None, "color": colours(k % 20), "marker": "o", "markersize": 3}
+            style["linestyle"] = "-" if tag.split("-")[0] == tag else "--"
+            axes[0].plot(steps, gains, **style)
+            axes[1].plot(secs, gains, **style)
+    axes[0].set_xscale("symlog", linthresh=10)
+    axes[0].set_xlabel("training step (log scale past 10)")
     unit = next(iter(summary["methods"].values()))["clock"]
     axes[1].set_xlabel(f"training compute ({unit}, dev checks excluded)")
-    axes[0].set_ylabel("dev nDCG@10")
+    axes[0].set_ylabel("dev nDCG@10 gain over the untuned model")
     if "full" in summary["methods"] and summary["methods"]["full"].get("equal_compute"):
         axes[1].axvline(summary["methods"]["full"]["equal_compute"]["budget"], color="grey", linestyle=":")
     axes[0].legend(fontsize=8)
