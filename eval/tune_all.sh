@@ -118,8 +118,8 @@ grid16() {
     rm -f "$res.lock"
     exec {lock}>&-
   }
-  pick() {  # pick KIND TAG -> "LR STEPS"
-    python eval/tune_convergence.py --results "$out" --kind "$1" --summary /dev/null --png /dev/null --pick "$2"
+  pick() {  # pick KIND TAG [--pick-budget] -> "LR STEPS" (tune_convergence.py --pick, or the option given)
+    python eval/tune_convergence.py --results "$out" --kind "$1" --summary /dev/null --png /dev/null "${3:---pick}" "$2"
   }
   local kinds=${KINDS:-bi ce} kind method lr steps
   if [[ $kinds == *bi* && ! -f $out/bi_zero-shot_s13.json ]]; then  # the untuned model's test search, for reference
@@ -162,13 +162,11 @@ grid16() {
   for kind in $kinds; do  # 3b. a METHOD-eq run whose later epochs were cheaper (side) trains again until it spends the budget
     for method in $METHODS; do
       compgen -G "$out/${kind}_${method}-eq_lr*_s13.json" >/dev/null || continue
-      read -r lr steps < <(python eval/tune_convergence.py --results "$out" --kind "$kind" --summary /dev/null \
-        --png /dev/null --pick-budget "$method-eq") || true
-      [[ -n ${steps:-} ]] || continue
+      read -r lr steps < <(pick "$kind" "$method-eq" --pick-budget) || true  # nothing printed: budget spent
+      [[ -n $steps ]] || continue
       for seed in 13 14 15; do
         run "$kind" "$method" "$lr" "$seed" "$method-budget" --steps "$steps" --eval-every 50
       done
-      steps=
     done
   done
   for kind in $kinds; do  # 4. the pathway's share: connected without it, at the same budget (r = 32)

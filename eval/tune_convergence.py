@@ -273,7 +273,7 @@ def plot(summary: dict, path: Path, title: str) -> None:
             steps, devs = zip(*curve, strict=True)
             gains = [d - devs[0] for d in devs]  # each seed draws its own dev queries: plot the gain on them
             style = {"label": label if i == 0 else None, "color": colours(k % 20), "marker": "o", "markersize": 3}
-            style["linestyle"] = "-" if tag.split("-")[0] == tag else "--"
+            style["linestyle"] = "--" if "-" in tag else "-"  # a method's variants dashed
             axes[0].plot(steps, gains, **style)
             axes[1].plot(secs, gains, **style)
     axes[0].set_xscale("symlog", linthresh=10)
