@@ -74,6 +74,24 @@ def test_the_paper_claim_on_each_measure() -> None:
     assert tc.paper_claim({"full": 0.7, "lora": 0.6}) == {}
 
 
+def test_the_cross_encoder_claim_is_judged_alone_and_fused() -> None:
+    def ce(r: dict, alone: float, fused: float) -> dict:  # as tune_cross_encoder.py writes it: no "test" key
+        del r["test"]
+        return {**r, "ce": {"nDCG@10": alone}, "fused": {"nDCG@10": fused}}
+
+    runs = {
+        "full": {"1e-4": [ce(run(13, [0.5, 0.55, 0.6], 2.0, 0), 0.64, 0.70)]},
+        "connected": {"1e-3": [ce(run(13, [0.5, 0.55, 0.58], 1.0, 0), 0.49, 0.69)]},
+        "lora": {"5e-4": [ce(run(13, [0.5, 0.5, 0.52], 1.0, 0), 0.38, 0.695)]},
+    }
+    claim = tc.summarise(runs)["claim"]
+    assert "test nDCG@10 (search), equal steps" not in claim
+    alone, fused = claim["test nDCG@10 (rerank), equal steps"], claim["test nDCG@10 (fused), equal steps"]
+    assert alone["connected_minus_full"] == pytest.approx(-0.15)
+    assert alone["connected_minus_scattered"] == {"lora": pytest.approx(0.11)}
+    assert fused["connected_minus_scattered"] == {"lora": pytest.approx(-0.005)}  # fused, lora is ahead
+
+
 def test_budget_steps_follow_the_cost_a_run_measured_last() -> None:
     r = run(13, [0.5] * 11, 2.0, 0.7, steps=100)
     # the first 20 steps cost 2 CPU s each, the cached ones after them 0.2 (0.1 full-FT steps)
