@@ -121,7 +121,7 @@ grid16() {
   pick() {  # pick KIND TAG [--pick-budget] -> "LR STEPS" (tune_convergence.py --pick, or the option given)
     python eval/tune_convergence.py --results "$out" --kind "$1" --summary /dev/null --png /dev/null "${3:---pick}" "$2"
   }
-  local kinds=${KINDS:-bi ce} kind method lr steps
+  local kinds=${KINDS:-bi ce} kind method lr steps lock
   if [[ $kinds == *bi* && ! -f $out/bi_zero-shot_s13.json ]]; then  # the untuned model's test search, for reference
     python eval/tune_bi_encoder.py --method zero-shot --seed 13 --max-length 128 --query-max-length 32 \
       --results "$out/bi_zero-shot_s13.json.tmp" && mv "$out/bi_zero-shot_s13.json.tmp" "$out/bi_zero-shot_s13.json"
@@ -139,6 +139,9 @@ grid16() {
     done
   done
   for kind in $kinds; do
+    for method in $METHODS; do  # the picks read the whole sweep: wait for sweep runs another process still trains
+      for lock in "$out/${kind}_${method}"_lr*_s13.json.lock; do [[ -e $lock ]] && flock "$lock" true; done
+    done
     for seed in 14 15; do
       for method in $METHODS; do
         read -r lr _ < <(pick "$kind" "$method")
