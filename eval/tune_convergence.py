@@ -330,7 +330,8 @@ def main() -> int:
     any_run = next(iter(next(iter(runs.values())).values()))[0]
     cfg = any_run["config"]
     title = (
-        f"SciFact {args.kind}-encoder: {any_run['n_train_examples']} training examples, batch {cfg['batch_size']}, "
+        f"SciFact {'bi-encoder' if args.kind == 'bi' else 'cross-encoder'}: {any_run['n_train_examples']} "
+        f"training examples, batch {cfg['batch_size']}, "
         f"docs {cfg['max_length']} tokens; dev = {any_run['n_dev_queries']} queries, BM25 top {cfg['dev_depth']}"
     )
     plot(summary, args.png or HERE / "results" / f"tune_convergence_{args.kind}.png", title)
