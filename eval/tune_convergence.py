@@ -108,11 +108,16 @@ def steps_for_budget(run: dict, budget: float) -> int:
     return steps[-1] + max(0, round((budget - spent[-1]) / per_step))
 
 
+# test measures and where a run file holds them: the bi-encoder's search, the cross-encoder alone and fused with BM25
+TEST_MEASURES = {"search": "test", "rerank": "ce", "fused": "fused"}
+
+
 def test_scores(rs: list[dict]) -> dict[str, dict[str, float]]:
     """Test nDCG@10 over seeds of the dev-selected models: the bi-encoder's search, the cross-encoder alone
     and fused with BM25 (empty for runs trained with ``--no-test``)."""
-    keys = {"search": "test", "rerank": "ce", "fused": "fused"}
-    return {name: mean_std([r[k]["nDCG@10"] for r in rs]) for name, k in keys.items() if all(k in r for r in rs)}
+    return {
+        name: mean_std([r[k]["nDCG@10"] for r in rs]) for name, k in TEST_MEASURES.items() if all(k in r for r in rs)
+    }
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
@@ -185,7 +190,7 @@ def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict:
             }
     claims = {"final dev nDCG@10, equal steps": {t: c["final_dev"]["mean"] for t, c in chosen.items()}}
     # the cross-encoder is judged alone (what the paper reports) and fused with BM25 (what the pipeline ships)
-    for test_key in (k for k in ("search", "rerank", "fused") if any(k in c["test"] for c in chosen.values())):
+    for test_key in (k for k in TEST_MEASURES if any(k in c["test"] for c in chosen.values())):
         test = {t: c["test"][test_key]["mean"] for t, c in chosen.items() if test_key in c["test"]}
         claims[f"test nDCG@10 ({test_key}), equal steps"] = test
         # equal compute: full FT's one epoch against every cheaper method's METHOD-eq run
